@@ -1,0 +1,32 @@
+# Quick start:  make demo   (set up .venv, train on the embedded data set, print mAP, save a picture)
+#               make test   (set up .venv with the test extras, run the whole suite)
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: setup setup-test demo test bench clean
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt -e . --no-deps
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
+	$(PY) -m pip install -q -r requirements-test.txt
+	touch $@
+
+setup: $(VENV)/.installed
+setup-test: $(VENV)/.installed-test
+
+demo: setup
+	$(PY) -m ssd_keras demo --out out/demo
+
+test: setup-test
+	$(PY) -m pytest -n 2 -q tests
+
+bench: setup-test
+	$(PY) -m ssd_keras bench --out bench/results
+
+clean:
+	rm -rf $(VENV) out

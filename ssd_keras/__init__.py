@@ -1,0 +1,15 @@
+"""ssd_keras: fastai lesson 9 (multi-object detection, SSD-style head) in Keras 3 / TensorFlow.
+
+Boxes are relative yxyx everywhere (see DESIGN.md); one `AnchorConfig` threads through the
+head, the loss, the decoder and the evaluation.
+"""
+
+from ssd_keras.anchors import AnchorConfig
+from ssd_keras.boxes import (
+    activations_to_boxes,
+    centers_to_corners,
+    corners_to_centers,
+    jaccard,
+)
+
+__version__ = "0.1.0"

@@ -1,0 +1,107 @@
+"""Box utilities. Boxes are relative yxyx `(ymin, xmin, ymax, xmax)` in [0, 1] unless a
+docstring says otherwise (the lesson's `(top, left, bottom, right)`).
+
+Why not `keras.utils.bounding_boxes.compute_iou`: it adds `epsilon` to the union and needs an
+image shape for relative formats, so its IoUs differ from the lesson's in the 6th digit, which
+changes ties in matching. `jaccard` below is the lesson's formula, batched.
+Format conversion at the file/drawing edges uses `keras.utils.bounding_boxes.convert_format`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+
+def centers_to_corners(centers):
+    """`(cy, cx, h, w)` → yxyx. The lesson's `hw2corners`. numpy in, numpy out; else TF."""
+    if isinstance(centers, np.ndarray):
+        ctr, hw = centers[..., :2], centers[..., 2:4]
+        return np.concatenate([ctr - hw / 2, ctr + hw / 2], axis=-1)
+    centers = tf.convert_to_tensor(centers)
+    ctr, hw = centers[..., :2], centers[..., 2:4]
+    return tf.concat([ctr - hw / 2, ctr + hw / 2], axis=-1)
+
+
+def corners_to_centers(corners):
+    """yxyx → `(cy, cx, h, w)`. numpy in, numpy out; else TF."""
+    if isinstance(corners, np.ndarray):
+        tl, br = corners[..., :2], corners[..., 2:4]
+        return np.concatenate([(tl + br) / 2, br - tl], axis=-1)
+    corners = tf.convert_to_tensor(corners)
+    tl, br = corners[..., :2], corners[..., 2:4]
+    return tf.concat([(tl + br) / 2, br - tl], axis=-1)
+
+
+def box_area(boxes):
+    """Area of yxyx boxes `[..., 4]` → `[...]` (the lesson's `box_sz`)."""
+    boxes = tf.convert_to_tensor(boxes)
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+
+
+def intersection(boxes_a, boxes_b):
+    """Pairwise intersection areas of yxyx boxes: `[..., N, 4]`, `[..., M, 4]` → `[..., N, M]`."""
+    boxes_a = tf.convert_to_tensor(boxes_a, tf.float32)
+    boxes_b = tf.convert_to_tensor(boxes_b, tf.float32)
+    max_yx = tf.minimum(boxes_a[..., :, None, 2:], boxes_b[..., None, :, 2:])
+    min_yx = tf.maximum(boxes_a[..., :, None, :2], boxes_b[..., None, :, :2])
+    inter = tf.maximum(max_yx - min_yx, 0.0)
+    return inter[..., 0] * inter[..., 1]
+
+
+def jaccard(boxes_a, boxes_b):
+    """IoU matrix of yxyx boxes: `[N, 4]`, `[M, 4]` → `[N, M]` (also batched `[B, N, 4]`).
+
+    The lesson's `jaccard`, same float32 operation order. Two zero-area boxes give 0, not NaN.
+    """
+    inter = intersection(boxes_a, boxes_b)
+    union = box_area(boxes_a)[..., :, None] + box_area(boxes_b)[..., None, :] - inter
+    return tf.math.divide_no_nan(inter, union)
+
+
+def activations_to_boxes(box_activations, anchors):
+    """The lesson's `actn_to_bb`: raw box activations → yxyx boxes.
+
+    `tanh` squashes each activation to [-1, 1]; the centre moves up to half a grid cell from
+    the anchor's centre and height/width scale between 0.5x and 1.5x the anchor's.
+
+    Args:
+        box_activations: `[A, 4]` or `[batch, A, 4]` (the first 4 channels of `y_pred`).
+        anchors: an `AnchorConfig` with `A` anchors.
+    Returns:
+        yxyx boxes with the same shape.
+    """
+    acts = tf.tanh(tf.convert_to_tensor(box_activations, tf.float32))
+    centers = tf.constant(anchors.centers)
+    grid_sizes = tf.constant(anchors.grid_sizes)
+    ctr = acts[..., :2] / 2 * grid_sizes + centers[:, :2]
+    hw = (acts[..., 2:] / 2 + 1) * centers[:, 2:]
+    return centers_to_corners(tf.concat([ctr, hw], axis=-1))
+
+
+def validate_boxes(boxes, name="boxes", clip=False):
+    """Check numpy yxyx relative boxes `[N, 4]`; raise ValueError naming the problem.
+
+    NaN/inf or `ymax <= ymin` / `xmax <= xmin` always raise. Coordinates outside [0, 1] raise
+    unless `clip=True`, in which case they are clipped (and boxes that become empty raise).
+    Returns the (possibly clipped) float32 array.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    if not np.all(np.isfinite(boxes)):
+        raise ValueError(f"{name}: NaN or infinite coordinates in rows {np.where(~np.isfinite(boxes).all(1))[0].tolist()}")
+    if clip:
+        boxes = np.clip(boxes, 0.0, 1.0)
+    else:
+        bad = np.where(((boxes < 0) | (boxes > 1)).any(1))[0]
+        if len(bad):
+            raise ValueError(
+                f"{name}: coordinates outside [0, 1] (relative yxyx expected) in rows "
+                f"{bad.tolist()}, e.g. {boxes[bad[0]].tolist()}"
+            )
+    bad = np.where((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1]))[0]
+    if len(bad):
+        raise ValueError(
+            f"{name}: degenerate boxes (ymax <= ymin or xmax <= xmin; yxyx order expected) in "
+            f"rows {bad.tolist()}, e.g. {boxes[bad[0]].tolist()}"
+        )
+    return boxes
