@@ -11,5 +11,7 @@ from ssd_keras.boxes import (
     corners_to_centers,
     jaccard,
 )
+from ssd_keras.losses import SSDLoss, SSDLossPart
+from ssd_keras.matching import map_to_ground_truth, match_anchors
 
 __version__ = "0.1.0"

@@ -1,0 +1,252 @@
+"""The lesson's SSD loss (`ssd_1_loss` + `BCE_Loss` / `FocalLoss`) as a Keras loss.
+
+Per image, as in the lesson:
+
+* **loc**: L1 between the decoded boxes of the positive anchors
+  (`activations_to_boxes(y_pred[..., :4])`) and the boxes of the objects they are matched to,
+  averaged over positive anchors × 4 coordinates (0 for an image without objects);
+* **clas**: binary cross-entropy with logits against one-hot targets with the background
+  column dropped (a background anchor's target is all zeros), summed over anchors and
+  classes, divided by `num_classes`; with `focal=(alpha, gamma)` each term is weighted by
+  `(alpha * t + (1 - alpha) * (1 - t)) * (1 - pt) ** gamma` (the lesson's `FocalLoss`). The
+  weight is differentiated, as in the focal-loss paper and in the lesson (torch 0.3 treated
+  `weight=` as a plain factor).
+
+The whole batch is matched at once (`ssd_keras.matching.match_anchors`), so the loss runs
+under `tf.function` and XLA (`jit_compile=True`).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from ssd_keras.anchors import AnchorConfig
+from ssd_keras.boxes import activations_to_boxes
+from ssd_keras.matching import match_anchors
+
+#: the lesson's focal-loss parameters (`alpha, gamma = 0.25, 1`).
+LESSON_FOCAL = (0.25, 1.0)
+
+
+def _coerce_focal(focal):
+    if focal is None or focal is False:
+        return None
+    if focal is True:
+        return LESSON_FOCAL
+    try:
+        alpha, gamma = (float(v) for v in focal)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"SSDLoss: focal must be None, True (the lesson's (0.25, 1.0)) or (alpha, gamma), got {focal!r}"
+        ) from None
+    if not 0.0 <= alpha <= 1.0 or not gamma >= 0.0:
+        raise ValueError(f"SSDLoss: focal=(alpha, gamma) needs 0 <= alpha <= 1 and gamma >= 0, got {focal!r}")
+    return (alpha, gamma)
+
+
+@keras.saving.register_keras_serializable(package="ssd_keras")
+class SSDLoss(keras.losses.Loss):
+    """SSD loss of fastai lesson 9: L1 location loss + BCE (or focal) classification loss.
+
+    Args:
+        anchors: the `AnchorConfig` of the model (or its config dict; `None` = default).
+        num_classes: number of object classes `C` (without background).
+        pos_threshold: anchors matched with IoU above this are positive (lesson: 0.4).
+        focal: `None` for BCE, `(alpha, gamma)` for focal loss, `True` for the lesson's
+            `(0.25, 1.0)`.
+        validate: check `y_true` in the graph (see below). Cheap; turn off only for speed
+            measurements.
+        reduction, name, dtype: as for any `keras.losses.Loss`.
+
+    `y_true`: `[B, M, 5]` float rows `(ymin, xmin, ymax, xmax, class_id)`, relative yxyx boxes,
+    `class_id = -1` for padding rows. `y_pred`: `[B, A, 4 + C + 1]`, raw box activations then
+    class logits with background last (`A = anchors.num_anchors`).
+
+    `call` returns the per-image loss `[B]` (`loc + clas`); with Keras' default reduction the
+    loss is the **mean over the batch**. The lesson's `ssd_loss` **sums** over the batch, so
+    the lesson's numbers are `B` times ours. `components()` returns the two parts and
+    `metrics()` two Keras metrics, `loc` and `clas`, for `model.compile(metrics=...)`.
+
+    Bad input: a wrong static shape of `y_pred` / `y_true` raises `ValueError` when the loss
+    is called or traced. Bad values in `y_true` (NaN, coordinates outside [0, 1],
+    `ymax <= ymin` or `xmax <= xmin`, class ids not integers in `[-1, num_classes)`) raise
+    `tf.errors.InvalidArgumentError` with a message, eagerly and under `tf.function`. Under
+    XLA (`jit_compile=True`, Keras' default on GPU) assertions are compiled out: validate the
+    data set once without XLA, e.g. `model.compile(..., jit_compile=False)` for a first epoch.
+    """
+
+    def __init__(
+        self,
+        anchors=None,
+        num_classes=20,
+        pos_threshold=0.4,
+        focal=None,
+        validate=True,
+        reduction="sum_over_batch_size",
+        name="ssd_loss",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.anchors = AnchorConfig.coerce(anchors)
+        if int(num_classes) != num_classes or num_classes < 1:
+            raise ValueError(f"SSDLoss: num_classes must be a positive integer, got {num_classes!r}")
+        self.num_classes = int(num_classes)
+        self.pos_threshold = float(pos_threshold)
+        self.focal = _coerce_focal(focal)
+        self.validate = bool(validate)
+
+    # -- the loss ------------------------------------------------------------------------
+
+    def components(self, y_true, y_pred):
+        """Per-image location and classification losses: `{"loc": [B], "clas": [B]}`."""
+        y_true = tf.convert_to_tensor(y_true)
+        y_pred = tf.convert_to_tensor(y_pred)
+        y_true = tf.cast(y_true, tf.float32)
+        y_pred = tf.cast(y_pred, tf.float32)  # mixed precision: loss in float32
+        self._check_shapes(y_true, y_pred)
+        if self.validate:
+            y_true = self._check_values(y_true)
+        c = self.num_classes
+        match = match_anchors(y_true, self.anchors, c, self.pos_threshold)
+        positive = match["positive"]
+
+        # loc: mean |decoded - matched| over positive anchors x 4 coords (lesson: .mean()).
+        decoded = activations_to_boxes(y_pred[..., :4], self.anchors)
+        l1 = tf.reduce_sum(tf.abs(decoded - match["boxes"]), axis=-1)  # [B, A]
+        l1 = tf.where(positive, l1, 0.0)
+        num_pos = tf.reduce_sum(tf.cast(positive, tf.float32), axis=-1)
+        loc = tf.math.divide_no_nan(tf.reduce_sum(l1, axis=-1), 4.0 * num_pos)
+
+        # clas: BCE on the C object columns; background (id C) one-hots to all zeros.
+        logits = y_pred[..., 4 : 4 + c]
+        targets = tf.one_hot(match["classes"], c, dtype=tf.float32)
+        bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits)
+        if self.focal is not None:
+            alpha, gamma = self.focal
+            p = tf.sigmoid(logits)
+            pt = p * targets + (1 - p) * (1 - targets)
+            w = alpha * targets + (1 - alpha) * (1 - targets)
+            if gamma != 0:  # pow(0, 0) has a NaN gradient where pt saturates to 1
+                w = w * tf.pow(1 - pt, gamma)
+            bce = bce * w
+        clas = tf.reduce_sum(bce, axis=[-2, -1]) / c
+        return {"loc": loc, "clas": clas}
+
+    def call(self, y_true, y_pred):
+        parts = self.components(y_true, y_pred)
+        return parts["loc"] + parts["clas"]
+
+    def metrics(self):
+        """Two Keras metrics, `loc` and `clas`: the batch means of the two loss parts.
+
+        `model.compile(loss=loss, metrics=loss.metrics())` makes `fit` log them next to
+        `loss`, as the lesson prints `loc` and `clas`. (Each recomputes the matching; it is
+        cheap next to the model.)
+        """
+        cfg = dict(self._loss_config(), validate=False)  # the loss already checks y_true
+        return [SSDLossPart("loc", **cfg), SSDLossPart("clas", **cfg)]
+
+    # -- checks --------------------------------------------------------------------------
+
+    def _check_shapes(self, y_true, y_pred):
+        a, c = self.anchors.num_anchors, self.num_classes
+        if y_pred.shape.rank is not None:
+            if y_pred.shape.rank != 3:
+                raise ValueError(
+                    f"SSDLoss: y_pred must be [batch, num_anchors, 4 + num_classes + 1], got shape {y_pred.shape}"
+                )
+            if y_pred.shape[-1] is not None and y_pred.shape[-1] != 4 + c + 1:
+                raise ValueError(
+                    f"SSDLoss: y_pred's last dimension must be 4 + num_classes + 1 = {4 + c + 1} "
+                    f"(box activations, {c} class logits, background), got shape {y_pred.shape}"
+                )
+            if y_pred.shape[1] is not None and y_pred.shape[1] != a:
+                raise ValueError(
+                    f"SSDLoss: y_pred has {y_pred.shape[1]} anchors but anchors.num_anchors is {a} "
+                    f"({self.anchors!r}); the head and the loss need the same AnchorConfig"
+                )
+        if y_true.shape.rank is not None and (
+            y_true.shape.rank != 3 or (y_true.shape[-1] is not None and y_true.shape[-1] != 5)
+        ):
+            raise ValueError(
+                "SSDLoss: y_true must be [batch, max_boxes, 5] rows (ymin, xmin, ymax, xmax, "
+                f"class_id), class_id -1 for padding; got shape {y_true.shape}"
+            )
+
+    def _check_values(self, y_true):
+        boxes, cls = y_true[..., :4], y_true[..., 4]
+        valid = cls >= 0
+        # Padding rows may hold anything; only real objects are checked.
+        finite = tf.reduce_all(tf.math.is_finite(y_true[..., :4]), axis=-1)
+        inside = tf.reduce_all((boxes >= 0.0) & (boxes <= 1.0), axis=-1)
+        ordered = (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
+        cls_ok = (cls == tf.round(cls)) & (cls >= -1) & (cls < self.num_classes)
+        c = self.num_classes
+        checks = [
+            tf.debugging.Assert(
+                tf.reduce_all(cls_ok),
+                [f"SSDLoss: y_true class ids must be integers in [0, {c}) or -1 for padding; "
+                 "got", tf.boolean_mask(cls, ~cls_ok)],
+            ),
+            tf.debugging.Assert(
+                tf.reduce_all(finite | ~valid),
+                ["SSDLoss: y_true has NaN or infinite box coordinates in rows",
+                 tf.where(~finite & valid)],
+            ),
+            tf.debugging.Assert(
+                tf.reduce_all(inside | ~valid | ~finite),
+                ["SSDLoss: y_true box coordinates outside [0, 1] (relative yxyx boxes expected); "
+                 "boxes", tf.boolean_mask(boxes, ~inside & valid)],
+            ),
+            tf.debugging.Assert(
+                tf.reduce_all(ordered | ~valid | ~finite),
+                ["SSDLoss: y_true has boxes with ymax <= ymin or xmax <= xmin "
+                 "(yxyx order (ymin, xmin, ymax, xmax) expected); boxes",
+                 tf.boolean_mask(boxes, ~ordered & valid)],
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            return tf.identity(y_true)
+
+    # -- serialisation -------------------------------------------------------------------
+
+    def _loss_config(self):
+        return {
+            "anchors": self.anchors.get_config(),
+            "num_classes": self.num_classes,
+            "pos_threshold": self.pos_threshold,
+            "focal": list(self.focal) if self.focal is not None else None,
+            "validate": self.validate,
+        }
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(self._loss_config())
+        return config
+
+
+@keras.saving.register_keras_serializable(package="ssd_keras")
+class SSDLossPart(keras.metrics.Mean):
+    """Running mean of one part (`"loc"` or `"clas"`) of `SSDLoss`; see `SSDLoss.metrics()`.
+
+    The remaining arguments are those of `SSDLoss`; the metric is named after the part.
+    """
+
+    def __init__(self, part="loc", anchors=None, num_classes=20, pos_threshold=0.4,
+                 focal=None, validate=False, name=None, dtype=None):
+        if part not in ("loc", "clas"):
+            raise ValueError(f"SSDLossPart: part must be 'loc' or 'clas', got {part!r}")
+        super().__init__(name=name or part, dtype=dtype)
+        self.part = part
+        # The loss itself validates y_true; the metric does not repeat the checks.
+        self._ssd_loss = SSDLoss(anchors, num_classes, pos_threshold, focal, validate=validate)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        values = self._ssd_loss.components(y_true, y_pred)[self.part]
+        return super().update_state(values, sample_weight=sample_weight)
+
+    def get_config(self):
+        config = {"name": self.name, "dtype": self.dtype, "part": self.part}
+        config.update(self._ssd_loss._loss_config())
+        return config

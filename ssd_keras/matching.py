@@ -1,0 +1,120 @@
+"""Matching anchors to ground-truth objects: the lesson's `map_to_ground_truth`, batched.
+
+The lesson matches one image at a time in a Python loop. Here the same rule runs on the
+whole padded batch in a handful of TF ops (no loop over images or objects), so it works
+under `tf.function` and `jit_compile=True`:
+
+1. each anchor takes the object it overlaps most (`overlaps.max(0)`; ties → first object);
+2. each object's best anchor (`overlaps.max(1)`; ties → first anchor) is forced to that
+   object with overlap 1.99, so every object gets at least one positive anchor; when two
+   objects share a best anchor the later object wins (the lesson's `for` loop order).
+
+`tf.argmax` does not promise which index it returns on ties, and a scatter with duplicate
+indices has no defined order, so both rules are written out: "first index of the max" and
+"max over object index of a one-hot forcing mask".
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from ssd_keras.anchors import AnchorConfig
+from ssd_keras.boxes import jaccard
+
+#: the overlap the lesson gives an object's best anchor, so it is always positive.
+FORCED_OVERLAP = 1.99
+
+
+def _first_argmax(x, axis):
+    """Index of the first maximum along `axis` (int32), with the max itself."""
+    x_max = tf.reduce_max(x, axis=axis, keepdims=True)
+    n = tf.shape(x)[axis]
+    shape = [1] * len(x.shape)
+    shape[axis] = -1
+    idx = tf.reshape(tf.range(n), shape)
+    first = tf.reduce_min(tf.where(x == x_max, idx, n), axis=axis)
+    return tf.squeeze(x_max, axis), first
+
+
+def _map(overlaps, valid):
+    """Core rule on `[..., M, A]` overlaps with a `[..., M]` validity mask."""
+    m = tf.shape(overlaps)[-2]
+    a = tf.shape(overlaps)[-1]
+    # Padding objects never win an anchor (IoU is >= 0, they get -1).
+    masked = tf.where(valid[..., None], overlaps, -1.0)
+    gt_overlap, gt_idx = _first_argmax(masked, axis=-2)  # [..., A]
+    _, prior_idx = _first_argmax(masked, axis=-1)  # [..., M]
+    # forcing[..., j, i]: object j is forced onto anchor i. The last such j wins.
+    forcing = tf.logical_and(
+        valid[..., None], prior_idx[..., None] == tf.range(a)
+    )
+    obj = tf.reshape(tf.range(m), [-1, 1])
+    forced_idx = tf.reduce_max(tf.where(forcing, obj, -1), axis=-2)  # [..., A]
+    forced = forced_idx >= 0
+    gt_idx = tf.where(forced, forced_idx, gt_idx)
+    gt_overlap = tf.where(forced, tf.constant(FORCED_OVERLAP, overlaps.dtype), gt_overlap)
+    # Images with no objects: overlap 0 everywhere (the -1 was only a mask), index 0.
+    gt_overlap = tf.maximum(gt_overlap, 0.0)
+    gt_idx = tf.where(tf.reduce_any(valid, axis=-1, keepdims=True), gt_idx, 0)
+    return gt_overlap, gt_idx
+
+
+def map_to_ground_truth(overlaps):
+    """The lesson's `map_to_ground_truth` for one image.
+
+    Args:
+        overlaps: `[num_objects, A]` IoUs of the image's objects with the anchors (e.g.
+            `jaccard(gt_boxes_yxyx, anchors.corners)`); `num_objects >= 1`.
+    Returns:
+        `(gt_overlap [A] float32, gt_idx [A] int32)`: each anchor's best overlap (1.99 for an
+        object's forced best anchor) and the index of the object it is matched to.
+    """
+    overlaps = tf.convert_to_tensor(overlaps, tf.float32)
+    if overlaps.shape.rank != 2:
+        raise ValueError(
+            f"map_to_ground_truth: overlaps must be [num_objects, num_anchors], got shape {overlaps.shape}"
+        )
+    if overlaps.shape[0] == 0:
+        raise ValueError(
+            "map_to_ground_truth: no objects (overlaps has 0 rows); use match_anchors for "
+            "padded batches, where images without objects are all background"
+        )
+    valid = tf.ones(tf.shape(overlaps)[:1], tf.bool)
+    return _map(overlaps, valid)
+
+
+def match_anchors(y_true, anchors, num_classes, pos_threshold=0.4):
+    """Match a padded batch of targets to the anchors (the lesson's matching in `ssd_1_loss`).
+
+    Args:
+        y_true: `[B, M, 5]` float rows `(ymin, xmin, ymax, xmax, class_id)`, relative yxyx
+            boxes; `class_id = -1` marks padding rows (anywhere; images may have none).
+        anchors: an `AnchorConfig` (or its config dict).
+        num_classes: number of object classes; matched background anchors get this id.
+        pos_threshold: anchors whose `gt_overlap` is above this are positive (lesson: 0.4).
+    Returns:
+        dict with
+        `boxes` `[B, A, 4]` yxyx box of each anchor's matched object (zeros for images
+        without objects), `classes` `[B, A]` int32 class id, `num_classes` where not
+        positive, `positive` `[B, A]` bool, `gt_overlap` `[B, A]` float32,
+        `gt_idx` `[B, A]` int32 row of `y_true` each anchor is matched to.
+    No input checks here (`SSDLoss` validates); padding rows may hold anything.
+    """
+    anchors = AnchorConfig.coerce(anchors)
+    y_true = tf.convert_to_tensor(y_true, tf.float32)
+    gt_cls = tf.cast(y_true[..., 4], tf.int32)
+    valid = gt_cls >= 0
+    # Zero the padding rows so whatever they hold cannot leak NaN into the loss.
+    gt_boxes = tf.where(valid[..., None], y_true[..., :4], 0.0)
+    overlaps = jaccard(gt_boxes, tf.constant(anchors.corners))  # [B, M, A]
+    gt_overlap, gt_idx = _map(overlaps, valid)
+    positive = gt_overlap > pos_threshold
+    boxes = tf.gather(gt_boxes, gt_idx, batch_dims=1)
+    classes = tf.where(positive, tf.gather(gt_cls, gt_idx, batch_dims=1), num_classes)
+    return {
+        "boxes": boxes,
+        "classes": classes,
+        "positive": positive,
+        "gt_overlap": gt_overlap,
+        "gt_idx": gt_idx,
+    }
