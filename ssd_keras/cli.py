@@ -1,0 +1,614 @@
+"""The command line: `python -m ssd_keras demo|train|evaluate|predict|export`.
+
+Every command is also a function taking an argv list (`main(["demo", "--epochs", "1"])`), so
+scripts and tests run it in-process. User errors (a bad flag value, a missing file, a data
+source that cannot be read) print `ssd_keras <command>: error: argument --x: ...` and exit
+with status 2, without a traceback.
+
+A trained model carries its class names and `AnchorConfig` (see `ssd_keras.export.save_model`),
+so `evaluate`, `predict` and `export` need only `--model`.
+
+TensorFlow is imported inside the commands, not at module level, so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("ssd_keras")
+
+PROG = "ssd_keras"
+BACKBONES = ("tiny", "resnet34", "resnet50", "mobilenetv2")
+DATA_KINDS = ("shapes", "voc", "tfds", "coco", "csv")
+
+# The demo's defaults: the lesson's multi-grid head (4x4, 2x2, 1x1 grids, zooms .7/1/1.3, three
+# ratios, k = 9, 189 anchors) on the small "tiny" body at 128 px, so it trains on two CPU cores in a
+# few minutes. The lesson's own configuration is `--backbone resnet34 --image-size 224`.
+DEMO_DEFAULTS = dict(
+    backbone="tiny",
+    image_size=128,
+    epochs=10,
+    batch_size=32,
+    lr=1e-2,
+    train_images=1200,
+    val_images=200,
+    focal=None,
+)
+
+
+class UsageError(Exception):
+    """A user error: reported as `argument <name>: <message>`, exit status 2, no traceback."""
+
+    def __init__(self, argument, message):
+        super().__init__(f"argument {argument}: {message}" if argument else message)
+
+
+# --------------------------------------------------------------------------- argument types
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _unit_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def _data_spec(text):
+    """`shapes`, `voc:PATH`, `tfds:NAME`, `coco:PATH.json`, `csv:PATH` (checked lightly here;
+    the data module checks paths and names the file when it cannot read it)."""
+    kind = text.split(":", 1)[0]
+    if kind not in DATA_KINDS or (kind != "shapes" and ":" not in text):
+        raise argparse.ArgumentTypeError(
+            f"unknown data source {text!r}; use shapes, voc:/path/to/VOCdevkit/VOC2007, "
+            f"tfds:voc/2007, coco:/path/to/annotations.json or csv:/path/to/file.csv"
+        )
+    return text
+
+
+def _image_size(text):
+    value = _positive_int(text)
+    if value < 32:
+        raise argparse.ArgumentTypeError(f"image size must be at least 32 pixels, got {value}")
+    return value
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser():
+    """The `argparse` parser with one sub-command per task (defaults shown in `--help`)."""
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="fastai lesson 9 SSD detector in Keras 3: train, evaluate, predict, export.",
+        formatter_class=fmt,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="more logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def add_training_args(p, defaults):
+        p.add_argument("--backbone", choices=BACKBONES, default=defaults["backbone"],
+                       help="body of the detector ('tiny' is a small CPU body; the lesson used resnet34)")
+        p.add_argument("--image-size", type=_image_size, default=defaults["image_size"],
+                       help="square input size in pixels (the lesson used 224)")
+        p.add_argument("--epochs", type=_positive_int, default=defaults["epochs"],
+                       help="epochs of the one-cycle schedule")
+        p.add_argument("--batch-size", type=_positive_int, default=defaults["batch_size"])
+        p.add_argument("--lr", type=_positive_float, default=defaults["lr"],
+                       help="peak learning rate of the one-cycle schedule (Adam)")
+        p.add_argument("--focal", type=_positive_float, nargs="*", metavar="ALPHA_GAMMA",
+                       default=defaults["focal"],
+                       help="use the focal loss instead of BCE; optional ALPHA GAMMA (default 0.25 1)")
+        p.add_argument("--seed", type=int, default=0, help="random seed")
+
+    demo = sub.add_parser(
+        "demo", formatter_class=fmt,
+        help="train on the embedded shapes data, print held-out mAP, save a picture",
+        description="Train the lesson's multi-grid SSD (4x4, 2x2, 1x1 grids, k=9) on the embedded "
+        "'shapes' data set, evaluate on held-out images (VOC07 11-point mAP@0.5), print "
+        "'mAP: 0.xxx', and save detections.png, model.keras and metrics.json under --out. "
+        "No download; a few minutes on a 2-core CPU with the defaults.",
+    )
+    demo.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder")
+    add_training_args(demo, DEMO_DEFAULTS)
+    demo.add_argument("--train-images", type=_positive_int, default=DEMO_DEFAULTS["train_images"],
+                      help="number of generated training images")
+    demo.add_argument("--val-images", type=_positive_int, default=DEMO_DEFAULTS["val_images"],
+                      help="number of held-out images for the mAP")
+    demo.set_defaults(func=cmd_demo)
+
+    train = sub.add_parser(
+        "train", formatter_class=fmt, help="train a detector on a data source",
+        description="Train with the lesson's recipe (one-cycle schedule, Adam), logging loc/clas "
+        "losses, writing .keras checkpoints, TensorBoard logs and a backup for --resume under --out.",
+    )
+    train.add_argument("--data", type=_data_spec, default="shapes",
+                       help="shapes | voc:PATH | tfds:voc/2007 | coco:PATH.json | csv:PATH")
+    train.add_argument("--train-split", default="train", help="split to train on")
+    train.add_argument("--val-split", default="val", help="split for the mAP after training ('none' to skip)")
+    train.add_argument("--weights", default=None,
+                       help="body weights: none, 'imagenet' (download) or a local .weights.h5 file")
+    add_training_args(train, dict(DEMO_DEFAULTS, backbone="resnet34", image_size=224, lr=3e-3,
+                                  batch_size=16))
+    train.add_argument("--div", type=_positive_float, default=20.0,
+                       help="one-cycle: start/end LR = lr / div (fastai use_clr's first value)")
+    train.add_argument("--cut-div", type=_positive_float, default=10.0,
+                       help="one-cycle: LR rises over 1/cut_div of the steps (use_clr's second value)")
+    train.add_argument("--pos-threshold", type=_unit_float, default=0.4,
+                       help="IoU above which an anchor is matched to an object")
+    train.add_argument("--max-boxes", type=_positive_int, default=50, help="objects kept per image")
+    train.add_argument("--no-augment", action="store_true", help="switch off flip/rotate/lighting")
+    train.add_argument("--limit", type=_positive_int, default=None,
+                       help="use at most this many training images (quick runs)")
+    train.add_argument("--out", type=Path, default=Path("out/train"), help="output folder")
+    train.add_argument("--resume", action="store_true",
+                       help="continue an interrupted run from the backup in --out")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser(
+        "evaluate", formatter_class=fmt, help="VOC mAP@0.5 and per-class AP of a saved model",
+    )
+    evaluate.add_argument("--model", type=Path, required=True, help="a .keras file from train/demo")
+    evaluate.add_argument("--data", type=_data_spec, default="shapes")
+    evaluate.add_argument("--split", default="val")
+    evaluate.add_argument("--batch-size", type=_positive_int, default=16)
+    evaluate.add_argument("--limit", type=_positive_int, default=None, help="at most this many images")
+    evaluate.add_argument("--all-points", action="store_true",
+                          help="area under the PR curve (VOC2010+) instead of VOC07 11-point AP")
+    evaluate.add_argument("--iou", type=_unit_float, default=0.5, help="IoU for a true positive")
+    evaluate.add_argument("--json", type=Path, default=None, help="also write the metrics here")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    predict = sub.add_parser(
+        "predict", formatter_class=fmt, help="detect objects in image files, write PNGs and JSON",
+    )
+    predict.add_argument("--model", type=Path, required=True, help="a .keras file from train/demo")
+    predict.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="JPEG/PNG/BMP/GIF files")
+    predict.add_argument("--out", type=Path, default=Path("out/predict"), help="output folder")
+    predict.add_argument("--score-threshold", type=_unit_float, default=0.3,
+                         help="smallest score kept")
+    predict.add_argument("--iou-threshold", type=_unit_float, default=0.45, help="NMS IoU")
+    predict.add_argument("--max-detections", type=_positive_int, default=100)
+    predict.set_defaults(func=cmd_predict)
+
+    export = sub.add_parser(
+        "export", formatter_class=fmt, help="SavedModel (in-graph NMS) or TFLite",
+        description="savedmodel: serving signature images -> boxes/scores/classes/num_detections "
+        "(NMS in the graph). tflite: raw y_pred with builtin ops (decode on the host with the "
+        "anchors in the .json written next to it), or --nms to keep the decoder via SELECT_TF_OPS "
+        "(needs the Flex delegate).",
+    )
+    export.add_argument("--model", type=Path, required=True, help="a .keras file from train/demo")
+    export.add_argument("--format", choices=("savedmodel", "tflite"), default="savedmodel")
+    export.add_argument("--out", type=Path, required=True, help="folder (savedmodel) or .tflite file")
+    export.add_argument("--nms", action="store_true", help="tflite: include decoding + NMS (Flex ops)")
+    export.add_argument("--quantize", action="store_true", help="tflite: dynamic-range quantisation")
+    export.add_argument("--score-threshold", type=_unit_float, default=0.05)
+    export.add_argument("--iou-threshold", type=_unit_float, default=0.45)
+    export.add_argument("--max-detections", type=_positive_int, default=100)
+    export.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv=None):
+    """Run the command line; returns the exit status (0 ok, 2 usage error)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse's own errors (status 2) and --help (status 0)
+        return int(e.code or 0)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.func(args) or 0
+    except UsageError as e:
+        print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+# --------------------------------------------------------------------------- shared steps
+
+
+def _focal(values, argument="--focal"):
+    """`None` -> BCE; `[]` -> the lesson's focal (alpha .25, gamma 1); `[a, g]` -> focal(a, g)."""
+    if values is None:
+        return None
+    if len(values) == 0:
+        return (0.25, 1.0)
+    if len(values) != 2:
+        raise UsageError(argument, f"takes no value or two (ALPHA GAMMA), got {len(values)}")
+    alpha, gamma = values
+    if not 0 < alpha < 1:
+        raise UsageError(argument, f"ALPHA must be in (0, 1), got {alpha}")
+    return (float(alpha), float(gamma))
+
+
+def _load_data(spec, split, argument="--data", **kwargs):
+    """`ssd_keras.data.load_source`, with read errors turned into a usage error naming the flag."""
+    from ssd_keras.data import load_source
+
+    try:
+        return load_source(spec, split=split, **kwargs)
+    except (OSError, ValueError, ImportError, KeyError) as e:
+        raise UsageError(argument, f"cannot load {spec!r} (split {split!r}): {e}") from None
+
+
+def _make_dataset(data, image_size, batch_size, training, seed=0, max_boxes=50, augment=True):
+    from ssd_keras.data import make_dataset
+
+    aug = None
+    if training and augment:
+        from ssd_keras.data.augment import default_augmentations
+
+        aug = default_augmentations()
+    return make_dataset(
+        data.records, image_size=image_size, batch_size=batch_size, max_boxes=max_boxes,
+        augment=aug, shuffle=training, seed=seed, drop_remainder=False,
+    )
+
+
+def _load_model(path):
+    from ssd_keras.export import load_model
+
+    try:
+        return load_model(path)
+    except (OSError, ValueError) as e:
+        raise UsageError("--model", str(e)) from None
+
+
+def _detect_fn(model, anchors, **decode_kwargs):
+    """A compiled images -> detections function (model + decode in one graph)."""
+    import tensorflow as tf
+
+    from ssd_keras.decode import decode_detections
+
+    @tf.function(reduce_retracing=True)
+    def detect(images):
+        return decode_detections(model(images, training=False), anchors, **decode_kwargs)
+
+    return detect
+
+
+def evaluate_model(model, anchors, dataset, num_classes, difficult=None, iou_threshold=0.5,
+                   use_07_metric=True, score_threshold=0.01, max_detections=100):
+    """VOC mAP of `model` over a `(images, y_true)` data set (not shuffled).
+
+    Ground truth comes from `y_true` (relative yxyx + class, padding -1). `difficult`: optional
+    list, one bool array per image in data-set order (VOC's flag; ignored objects). A low score
+    threshold keeps the low-confidence tail the AP integrates over.
+    Returns `ssd_keras.metrics.evaluate_detections`' dict (`map`, `ap`, ...).
+    """
+    import numpy as np
+
+    from ssd_keras.metrics import evaluate_detections
+
+    detect = _detect_fn(model, anchors, score_threshold=score_threshold,
+                        max_detections=max_detections)
+    detections, truths = [], []
+    for images, y_true in dataset:
+        out = {k: v.numpy() for k, v in detect(images).items()}
+        y_true = y_true.numpy()
+        for i in range(len(y_true)):
+            n = int(out["num_detections"][i])
+            detections.append((out["boxes"][i, :n], out["scores"][i, :n],
+                               out["classes"][i, :n].astype(np.int64)))
+            keep = y_true[i, :, 4] >= 0
+            idx = len(truths)
+            diff = (np.asarray(difficult[idx], bool) if difficult is not None
+                    else np.zeros(int(keep.sum()), bool))
+            truths.append((y_true[i, keep, :4], y_true[i, keep, 4].astype(np.int64), diff))
+    return evaluate_detections(detections, truths, num_classes, iou_threshold=iou_threshold,
+                               use_07_metric=use_07_metric)
+
+
+def _format_metrics(result, class_names):
+    lines = []
+    ap = result["ap"]
+    width = max(len(n) for n in class_names) if class_names else 8
+    for name, value in zip(class_names, ap):
+        lines.append(f"  {name:<{width}}  AP {value:.3f}" if value == value else f"  {name:<{width}}  AP  n/a")
+    lines.append(f"mAP: {result['map']:.3f}")
+    return "\n".join(lines)
+
+
+def _metrics_json(result, class_names, **extra):
+    ap = [None if v != v else float(v) for v in result["ap"]]
+    return dict(extra, map=float(result["map"]), ap=dict(zip(class_names, ap)))
+
+
+def _fit(model, anchors, num_classes, train_ds, epochs, lr, focal, out_dir=None, div=20.0,
+         cut_div=10.0, pos_threshold=0.4, resume=False, verbose=1):
+    """Compile with `SSDLoss` (+ its loc/clas metrics) and train with the one-cycle schedule."""
+    from ssd_keras.losses import SSDLoss
+    from ssd_keras.training import fit_one_cycle
+
+    loss = SSDLoss(anchors, num_classes, pos_threshold=pos_threshold, focal=focal)
+    return fit_one_cycle(
+        model, train_ds, epochs=epochs, max_lr=lr, div=div, cut_div=cut_div, loss=loss,
+        out_dir=None if out_dir is None else str(out_dir), verbose=verbose,
+    )
+
+
+def _save_detection_picture(model, info, dataset, path, max_images=6, score_threshold=0.3):
+    """A grid of held-out images: detections vs ground truth (`ssd_keras.viz.show_detections`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from ssd_keras.viz import show_detections
+
+    detect = _detect_fn(model, info.anchors, score_threshold=score_threshold, max_detections=50)
+    images, y_true = next(iter(dataset))
+    images = images[:max_images]
+    out = {k: v.numpy() for k, v in detect(images).items()}
+    n = len(images)
+    cols = min(3, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4 * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= n:
+            ax.axis("off")
+            continue
+        k = int(out["num_detections"][i])
+        dets = {"boxes": out["boxes"][i, :k], "scores": out["scores"][i, :k],
+                "classes": out["classes"][i, :k]}
+        gt = y_true[i].numpy()
+        gt = {"boxes": gt[gt[:, 4] >= 0, :4], "classes": gt[gt[:, 4] >= 0, 4].astype(np.int64)}
+        show_detections(images[i].numpy().astype(np.uint8), dets, gt, info.class_names, ax=ax)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_demo(args):
+    """Train on `shapes`, evaluate on held-out images, print `mAP: 0.xxx`, save picture + model."""
+    import keras
+
+    from ssd_keras.anchors import AnchorConfig
+    from ssd_keras.export import ModelInfo, save_model
+    from ssd_keras.model import build_ssd
+
+    focal = _focal(args.focal)
+    keras.utils.set_random_seed(args.seed)
+    start = time.time()
+    anchors = AnchorConfig()  # the lesson's 4x4, 2x2, 1x1 grids, k = 9
+    train = _load_data("shapes", "train", num_images=args.train_images, seed=args.seed)
+    val = _load_data("shapes", "val", num_images=args.val_images, seed=args.seed + 1)
+    names = list(train.class_names)
+    train_ds = _make_dataset(train, args.image_size, args.batch_size, training=True, seed=args.seed)
+    val_ds = _make_dataset(val, args.image_size, args.batch_size, training=False)
+    model = build_ssd(len(names), anchors, backbone=args.backbone, weights=None,
+                      image_size=args.image_size)
+    print(f"demo: {args.backbone} body at {args.image_size}px, {anchors.num_anchors} anchors, "
+          f"{len(names)} classes, {len(train.records)} training / {len(val.records)} held-out images, "
+          f"{args.epochs} epochs, {'focal ' + str(focal) if focal else 'BCE'} loss", flush=True)
+    _fit(model, anchors, len(names), train_ds, args.epochs, args.lr, focal,
+         verbose=2 if args.verbose else 1)
+    train_time = time.time() - start
+    result = evaluate_model(model, anchors, val_ds, len(names))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    info = save_model(model, out / "model.keras", names, anchors, args.image_size,
+                      extra={"backbone": args.backbone, "data": "shapes"})
+    picture = _save_detection_picture(model, info, val_ds, out / "detections.png")
+    total = time.time() - start
+    metrics = _metrics_json(result, names, command="demo", backbone=args.backbone,
+                            image_size=args.image_size, epochs=args.epochs,
+                            train_images=len(train.records), val_images=len(val.records),
+                            focal=focal, lr=args.lr, train_seconds=round(train_time, 1),
+                            total_seconds=round(total, 1))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    print(_format_metrics(result, names).rsplit("\n", 1)[0])
+    print(f"wrote {out / 'model.keras'}, {picture}, {out / 'metrics.json'} ({total:.0f} s)")
+    print(f"mAP: {result['map']:.3f}", flush=True)
+    return 0
+
+
+def cmd_train(args):
+    """Train on `--data`, save `model.keras` (+ checkpoints, logs, backup) under `--out`."""
+    import keras
+
+    from ssd_keras.anchors import AnchorConfig
+    from ssd_keras.export import save_model, write_metadata
+    from ssd_keras.model import build_ssd
+
+    focal = _focal(args.focal)
+    weights = None if args.weights in (None, "none", "None") else args.weights
+    if weights not in (None, "imagenet") and not Path(weights).is_file():
+        raise UsageError("--weights", f"file not found: {weights}")
+    out = Path(args.out)
+    backup = out / "backup"
+    if backup.exists() and not args.resume:
+        raise UsageError("--out", f"{out} holds a backup of an interrupted run; pass --resume to "
+                                  f"continue it, or choose another --out")
+    keras.utils.set_random_seed(args.seed)
+    anchors = AnchorConfig()
+    train = _load_data(args.data, args.train_split)
+    if args.limit:
+        train.records = train.records[: args.limit]
+    names = list(train.class_names)
+    write_metadata(out / "ssd_keras.json", names, anchors, args.image_size,
+                   extra={"backbone": args.backbone, "data": args.data})
+    train_ds = _make_dataset(train, args.image_size, args.batch_size, training=True,
+                             seed=args.seed, max_boxes=args.max_boxes, augment=not args.no_augment)
+    try:
+        model = build_ssd(len(names), anchors, backbone=args.backbone, weights=weights,
+                          image_size=args.image_size)
+    except (OSError, ValueError) as e:
+        raise UsageError("--weights" if weights else "--backbone", str(e)) from None
+    _fit(model, anchors, len(names), train_ds, args.epochs, args.lr, focal, out_dir=out,
+         div=args.div, cut_div=args.cut_div, pos_threshold=args.pos_threshold, resume=args.resume,
+         verbose=2 if args.verbose else 1)
+    info = save_model(model, out / "model.keras", names, anchors, args.image_size,
+                      extra={"backbone": args.backbone, "data": args.data, "epochs": args.epochs,
+                             "lr": args.lr, "focal": focal})
+    print(f"wrote {out / 'model.keras'}")
+    if args.val_split.lower() != "none":
+        val = _load_data(args.data, args.val_split, argument="--val-split")
+        val_ds = _make_dataset(val, args.image_size, args.batch_size, training=False,
+                               max_boxes=args.max_boxes)
+        result = evaluate_model(model, anchors, val_ds, len(names),
+                                difficult=_difficult(val))
+        (out / "metrics.json").write_text(json.dumps(
+            _metrics_json(result, names, command="train", split=args.val_split), indent=1))
+        print(_format_metrics(result, info.class_names))
+    return 0
+
+
+def _difficult(data):
+    """Per-image difficult flags if the records carry them (VOC), else None."""
+    recs = getattr(data, "records", None) or []
+    if recs and all(getattr(r, "difficult", None) is not None for r in recs):
+        return [r.difficult for r in recs]
+    return None
+
+
+def cmd_evaluate(args):
+    """Print per-class AP and `mAP: 0.xxx` of `--model` on `--data` / `--split`."""
+    model, info = _load_model(args.model)
+    kwargs = {}
+    if args.data == "shapes":
+        kwargs = {"num_images": args.limit or 200}
+    data = _load_data(args.data, args.split, **kwargs)
+    if args.limit:
+        data.records = data.records[: args.limit]
+    if list(data.class_names) != list(info.class_names):
+        raise UsageError("--data", f"class names of {args.data!r} ({list(data.class_names)[:5]}...) "
+                                   f"differ from the model's ({info.class_names[:5]}...)")
+    ds = _make_dataset(data, info.image_size, args.batch_size, training=False)
+    result = evaluate_model(model, info.anchors, ds, info.num_classes, difficult=_difficult(data),
+                            iou_threshold=args.iou, use_07_metric=not args.all_points)
+    print(_format_metrics(result, info.class_names))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(_metrics_json(
+            result, info.class_names, model=str(args.model), data=args.data, split=args.split,
+            metric="all-points" if args.all_points else "voc07-11-point", iou=args.iou), indent=1))
+    return 0
+
+
+def _read_image(path):
+    """uint8 `[H, W, 3]` from an image file; a usage error naming the file when unreadable."""
+    import tensorflow as tf
+
+    if not path.is_file():
+        raise UsageError("IMAGE", f"file not found: {path}")
+    try:
+        image = tf.io.decode_image(tf.io.read_file(str(path)), channels=3, expand_animations=False)
+    except (tf.errors.InvalidArgumentError, tf.errors.OpError) as e:
+        raise UsageError("IMAGE", f"{path}: not a readable image ({e.message.splitlines()[0]})") from None
+    return image.numpy()
+
+
+def cmd_predict(args):
+    """Detect objects in `IMAGE`s; write `<name>.png` with boxes and `detections.json` to `--out`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import tensorflow as tf
+
+    from ssd_keras.viz import show_detections
+
+    model, info = _load_model(args.model)
+    images = [_read_image(p) for p in args.images]  # read all first: fail before any work
+    detect = _detect_fn(model, info.anchors, score_threshold=args.score_threshold,
+                        iou_threshold=args.iou_threshold, max_detections=args.max_detections)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for path, image in zip(args.images, images):
+        h, w = image.shape[:2]
+        x = tf.image.resize(tf.cast(image[None], tf.float32), (info.image_size, info.image_size))
+        det = {k: v.numpy()[0] for k, v in detect(x).items()}
+        n = int(det["num_detections"])
+        boxes, scores, classes = det["boxes"][:n], det["scores"][:n], det["classes"][:n]
+        objects = []
+        for box, score, cls in zip(boxes, scores, classes):
+            ymin, xmin, ymax, xmax = (float(v) for v in box)
+            objects.append({
+                "class": info.class_names[int(cls)], "class_id": int(cls), "score": float(score),
+                "box_rel_yxyx": [ymin, xmin, ymax, xmax],
+                "box_xyxy": [xmin * w, ymin * h, xmax * w, ymax * h],
+            })
+        png = out / (path.stem + ".png")
+        fig, ax = plt.subplots(figsize=(6, 6 * h / max(w, 1)))
+        show_detections(image, {"boxes": boxes, "scores": scores, "classes": classes}, None,
+                        info.class_names, ax=ax)
+        fig.savefig(png, dpi=80, bbox_inches="tight")
+        plt.close(fig)
+        results.append({"image": str(path), "width": int(w), "height": int(h),
+                        "picture": str(png), "detections": objects})
+        print(f"{path}: {len(objects)} objects -> {png}")
+    (out / "detections.json").write_text(json.dumps(results, indent=1))
+    print(f"wrote {out / 'detections.json'}")
+    return 0
+
+
+def cmd_export(args):
+    """Export `--model` as a SavedModel (in-graph NMS) or a TFLite file."""
+    from ssd_keras.export import export_savedmodel, export_tflite
+
+    model, info = _load_model(args.model)
+    decode = dict(score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
+                  max_detections=args.max_detections)
+    if args.format == "savedmodel":
+        if args.nms or args.quantize:
+            raise UsageError("--nms/--quantize", "apply to --format tflite only")
+        path = export_savedmodel(model, info.anchors, args.out, class_names=info.class_names,
+                                 image_size=info.image_size, **decode)
+    else:
+        if args.out.suffix != ".tflite":
+            raise UsageError("--out", f"a TFLite file name must end in .tflite, got {args.out}")
+        path = export_tflite(model, args.out, anchors=info.anchors, include_nms=args.nms,
+                             class_names=info.class_names, quantize=args.quantize,
+                             **(decode if args.nms else {}))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
