@@ -13,5 +13,9 @@ from ssd_keras.boxes import (
 )
 from ssd_keras.losses import SSDLoss, SSDLossPart
 from ssd_keras.matching import map_to_ground_truth, match_anchors
+from ssd_keras.backbones import get_backbone, layer_groups, load_torchvision_resnet34
+from ssd_keras.decode import DecodeDetections, decode_detections
+from ssd_keras.layers import OutConv, SSDHead, SSDMultiHead, StdConv, flatten_conv
+from ssd_keras.model import build_detector, build_ssd
 
 __version__ = "0.1.0"

@@ -1,0 +1,325 @@
+"""Backbones ("bodies"): images 0–255 RGB → the last feature map the SSD head sits on.
+
+Every body is a `keras.Model` named `"backbone"` with its input normalisation *inside* (the
+one its weights were trained with, through `keras.applications.imagenet_utils`), so callers
+always feed raw 0–255 float images:
+
+| name          | built from                              | normalisation | map at 224 | channels |
+|---------------|-----------------------------------------|---------------|-----------|----------|
+| `resnet34`    | here, torchvision's exact structure     | "torch" (ImageNet mean/std) | 7×7 | 512 |
+| `resnet50`    | `keras.applications.ResNet50`           | "caffe" (BGR, mean)  | 7×7 | 2048 |
+| `mobilenetv2` | `keras.applications.MobileNetV2`        | "tf" ([-1, 1])       | 7×7 | 1280 |
+| `tiny`        | here, 4 stride-2 stages (CPU demo/tests) | "tf" ([-1, 1])      | 14×14 (image/16) | 128 |
+
+Keras has no ResNet34, the lesson's body; `resnet34` below is torchvision's `resnet34` cut
+before the average pool (fastai's `ConvnetBuilder` body), layer for layer, with PyTorch's
+explicit padding and BatchNorm settings and layer names taken from torchvision's state-dict
+keys (`layer1.0.conv1.weight` → layer `layer1_0_conv1`), so `load_torchvision_resnet34`
+copies torchvision weights into it and the outputs agree to float32 precision.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+from keras import layers
+
+_register = keras.saving.register_keras_serializable(package="ssd_keras")
+
+RESNET34_URL = "https://download.pytorch.org/models/resnet34-b627a593.pth"
+BACKBONES = ("resnet34", "resnet50", "mobilenetv2", "tiny")
+
+
+@_register
+class ImagePreprocessing(layers.Layer):
+    """0–255 RGB images → a body's expected input, via `keras.applications.imagenet_utils`.
+
+    `mode`: "torch" (x/255, ImageNet mean/std: torchvision/fastai), "caffe" (RGB→BGR, minus
+    the BGR mean: Keras ResNet50) or "tf" (x/127.5 - 1: MobileNetV2). A layer rather than a
+    `Lambda` so that `.keras` files load without `safe_mode=False`.
+    """
+
+    def __init__(self, mode="torch", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("torch", "caffe", "tf"):
+            raise ValueError(f"ImagePreprocessing: mode must be 'torch', 'caffe' or 'tf', got {mode!r}")
+        self.mode = mode
+
+    def call(self, images):
+        return keras.applications.imagenet_utils.preprocess_input(
+            images, data_format="channels_last", mode=self.mode
+        )
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+# ------------------------------------------------------------------------------------------
+# ResNet34, torchvision's structure
+# ------------------------------------------------------------------------------------------
+
+
+def _bn(name):
+    # PyTorch BatchNorm2d defaults: eps 1e-5, momentum 0.1 (= Keras momentum 0.9).
+    return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
+
+
+def _conv(x, filters, kernel, stride, pad, name):
+    """PyTorch-style conv: explicit symmetric zero padding, then a "valid" conv, no bias.
+
+    (Keras "same" pads stride-2 convs asymmetrically on even inputs, torch does not.)
+    """
+    if pad:
+        x = layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
+    return layers.Conv2D(filters, kernel, strides=stride, use_bias=False, name=name,
+                         kernel_initializer=keras.initializers.HeNormal())(x)
+
+
+def _basic_block(x, filters, stride, downsample, name):
+    """torchvision's `BasicBlock`; `name` is e.g. `layer2_0` (state-dict prefix `layer2.0`)."""
+    identity = x
+    out = _conv(x, filters, 3, stride, 1, f"{name}_conv1")
+    out = layers.ReLU(name=f"{name}_relu1")(_bn(f"{name}_bn1")(out))
+    out = _conv(out, filters, 3, 1, 1, f"{name}_conv2")
+    out = _bn(f"{name}_bn2")(out)
+    if downsample:
+        identity = _conv(x, filters, 1, stride, 0, f"{name}_downsample_0")
+        identity = _bn(f"{name}_downsample_1")(identity)
+    out = layers.Add(name=f"{name}_add")([out, identity])
+    return layers.ReLU(name=f"{name}_relu2")(out)
+
+
+def resnet34_body(input_shape=(224, 224, 3)):
+    """torchvision `resnet34` without avgpool/fc: 0–255 images → `[B, S/32, S/32, 512]`."""
+    inputs = keras.Input(input_shape, name="images")
+    x = ImagePreprocessing("torch", name="preprocess")(inputs)
+    x = _conv(x, 64, 7, 2, 3, "conv1")
+    x = layers.ReLU(name="relu")(_bn("bn1")(x))
+    # torch's MaxPool2d pads with -inf; after a ReLU every value is >= 0 and every window
+    # holds at least one real value, so zero padding gives the same maxima.
+    x = layers.ZeroPadding2D(1, name="maxpool_pad")(x)
+    x = layers.MaxPooling2D(3, strides=2, name="maxpool")(x)
+    for layer, (filters, blocks, stride) in enumerate(
+        [(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)], start=1
+    ):
+        for b in range(blocks):
+            s = stride if b == 0 else 1
+            x = _basic_block(x, filters, s, downsample=(b == 0 and layer > 1), name=f"layer{layer}_{b}")
+    return keras.Model(inputs, x, name="backbone")
+
+
+def _to_numpy(value):
+    if hasattr(value, "detach"):  # torch tensor, without importing torch
+        value = value.detach().cpu().numpy()
+    return np.asarray(value, dtype=np.float32)
+
+
+def load_torchvision_resnet34(backbone, state_dict):
+    """Copy a torchvision resnet34 `state_dict` (tensors or numpy arrays) into `resnet34_body`.
+
+    Conv kernels go OIHW → HWIO; BatchNorm `weight, bias, running_mean, running_var` →
+    `gamma, beta, moving_mean, moving_variance`. `fc.*` and `num_batches_tracked` are ignored.
+    Raises a ValueError listing missing/unexpected keys or a shape mismatch.
+    """
+    groups = {}
+    for key, value in state_dict.items():
+        if key.startswith("fc.") or key.endswith("num_batches_tracked"):
+            continue
+        prefix, _, param = key.rpartition(".")
+        groups.setdefault(prefix.replace(".", "_"), {})[param] = value
+    weighted = {l.name: l for l in backbone.layers if l.weights}
+    missing = sorted(set(weighted) - set(groups))
+    unexpected = sorted(set(groups) - set(weighted))
+    if missing or unexpected:
+        raise ValueError(
+            "load_torchvision_resnet34: state_dict does not match torchvision resnet34; "
+            f"missing layers {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected keys {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+        )
+    for name, params in groups.items():
+        layer = weighted[name]
+        if isinstance(layer, layers.Conv2D):
+            values = [_to_numpy(params["weight"]).transpose(2, 3, 1, 0)]
+        else:
+            values = [_to_numpy(params[p]) for p in ("weight", "bias", "running_mean", "running_var")]
+        for w, v in zip(layer.weights, values):
+            if tuple(w.shape) != v.shape:
+                raise ValueError(
+                    f"load_torchvision_resnet34: {name}.{w.name} has shape {tuple(w.shape)}, "
+                    f"state_dict gives {v.shape}"
+                )
+        layer.set_weights(values)
+    return backbone
+
+
+def _load_torch_file(path):
+    try:
+        import torch
+    except ImportError as e:  # torch is optional (requirements-test.txt)
+        raise ImportError(
+            f"loading PyTorch weights ({path}) needs torch: pip install torch==2.13.0 "
+            "(CPU is enough), or pass weights=None or a Keras .weights.h5 file"
+        ) from e
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state.get("state_dict", state) if isinstance(state, dict) else state
+
+
+def _download(url, fname, what):
+    try:
+        return keras.utils.get_file(fname, url, cache_subdir="models")
+    except Exception as e:  # offline, proxy, HTTP error: all the same to the user
+        raise OSError(
+            f"could not download {what} weights from {url} ({type(e).__name__}: {e}); "
+            f"pass weights=None or a local file"
+        ) from e
+
+
+# ------------------------------------------------------------------------------------------
+# Tiny body for CPU demos and tests
+# ------------------------------------------------------------------------------------------
+
+
+def tiny_body(input_shape=(128, 128, 3), filters=(32, 64, 96, 128)):
+    """A small conv body: 4 stages, each a stride-2 3×3 conv-BN-ReLU (stages 2–4 add a
+    stride-1 conv-BN-ReLU). Map = image / 16 (8×8 at 128 px, 4×4 at 64 px), 128 channels,
+    about 0.15 GFLOP... per 128 px image — made for `demo` and tests on a CPU, not for VOC."""
+    inputs = keras.Input(input_shape, name="images")
+    x = ImagePreprocessing("tf", name="preprocess")(inputs)
+    for i, f in enumerate(filters, start=1):
+        convs = [(2, "a")] + ([(1, "b")] if i > 1 else [])
+        for stride, tag in convs:
+            x = _conv(x, f, 3, stride, 1, f"stage{i}_{tag}_conv")
+            x = layers.ReLU(name=f"stage{i}_{tag}_relu")(_bn(f"stage{i}_{tag}_bn")(x))
+    return keras.Model(inputs, x, name="backbone")
+
+
+# ------------------------------------------------------------------------------------------
+# keras.applications bodies
+# ------------------------------------------------------------------------------------------
+
+
+def _application_body(name, weights, input_shape):
+    app_cls, mode = {
+        "resnet50": (keras.applications.ResNet50, "caffe"),
+        "mobilenetv2": (keras.applications.MobileNetV2, "tf"),
+    }[name]
+    inputs = keras.Input(input_shape, name="images")
+    x = ImagePreprocessing(mode, name="preprocess")(inputs)
+    try:
+        # input_tensor= makes the application's layers part of this graph (flat, so that
+        # layer_groups can split them), rather than one nested Model layer.
+        app = app_cls(include_top=False, weights=weights, input_tensor=x)
+    except Exception as e:
+        if weights == "imagenet" and not isinstance(e, ValueError):
+            raise OSError(
+                f"could not download {name} ImageNet weights ({type(e).__name__}: {e}); "
+                "pass weights=None or a local file"
+            ) from e
+        raise
+    return keras.Model(inputs, app.output, name="backbone")
+
+
+# ------------------------------------------------------------------------------------------
+# Public entry points
+# ------------------------------------------------------------------------------------------
+
+
+def get_backbone(name="resnet34", weights=None, input_shape=(224, 224, 3)):
+    """A body by name: `keras.Model` "backbone", 0–255 RGB float images → last feature map.
+
+    Args:
+        name: "resnet34", "resnet50", "mobilenetv2" or "tiny" (see the module docstring).
+        weights: None (random init), "imagenet" (downloaded and cached by
+            `keras.utils.get_file`; resnet34 converts torchvision's `resnet34-b627a593.pth`,
+            which needs torch), or a local file: a Keras `.weights.h5` saved from this body,
+            or for resnet34 a torchvision state dict (`.pth` / `.pt`).
+        input_shape: `(height, width, 3)`; any size the body accepts (>= 32 px).
+    """
+    if name not in BACKBONES:
+        raise ValueError(f"get_backbone: unknown backbone {name!r}; choose one of {BACKBONES}")
+    input_shape = tuple(int(s) for s in input_shape)
+    if len(input_shape) != 3 or input_shape[-1] != 3 or min(input_shape[:2]) < 32:
+        raise ValueError(
+            f"get_backbone: input_shape must be (height, width, 3) with sides >= 32, got {input_shape}"
+        )
+    local = None
+    if weights not in (None, "imagenet"):
+        local = os.fspath(weights)
+        if not os.path.isfile(local):
+            raise FileNotFoundError(f"get_backbone: weights file {local!r} does not exist")
+    elif weights == "imagenet" and name == "tiny":
+        raise ValueError("get_backbone: the 'tiny' body has no ImageNet weights; use weights=None")
+
+    if name in ("resnet50", "mobilenetv2"):
+        body = _application_body(name, "imagenet" if weights == "imagenet" else None, input_shape)
+    elif name == "resnet34":
+        body = resnet34_body(input_shape)
+        if weights == "imagenet":
+            path = _download(RESNET34_URL, os.path.basename(RESNET34_URL), "torchvision resnet34")
+            load_torchvision_resnet34(body, _load_torch_file(path))
+    else:
+        body = tiny_body(input_shape)
+
+    if local is not None:
+        if name == "resnet34" and local.endswith((".pth", ".pt")):
+            load_torchvision_resnet34(body, _load_torch_file(local))
+        elif local.endswith(".weights.h5"):
+            try:
+                body.load_weights(local)
+            except Exception as e:
+                raise ValueError(
+                    f"get_backbone: could not load {local!r} into the {name!r} body "
+                    f"({type(e).__name__}: {e}); was it saved from this body?"
+                ) from e
+        else:
+            raise ValueError(
+                f"get_backbone: weights file {local!r}: expected a Keras '.weights.h5' file"
+                + (" or a torchvision '.pth' state dict" if name == "resnet34" else "")
+            )
+    return body
+
+
+def _output_stride(layer, image_size):
+    shape = getattr(layer, "output", None)
+    shape = getattr(shape, "shape", None)
+    if shape is None or len(shape) != 4 or not shape[1]:
+        return 1
+    return image_size / shape[1]
+
+
+def layer_groups(model):
+    """fastai-style layer groups for `freeze_to` and discriminative learning rates.
+
+    Returns `[early, late, head]`, lists of Keras layers: `late` = the body's layers from the
+    first one whose output is at half the body's final stride or coarser, `early` = the body's
+    layers before it (input and normalisation included), `head` =
+    every layer of `model` outside the body. So the split is at the 1/16-of-the-image stage:
+    ResNet34 (the lesson's split): stem + layer1 + layer2 | layer3 + layer4; ResNet50:
+    conv1..conv3 | conv4 + conv5; MobileNetV2: up to block_6's expansion | block_6's stride-2
+    depthwise conv onwards; tiny (final stride 16): stage1 + stage2 | stage3 + stage4.
+
+    `model` is a `build_ssd` model (with a layer named "backbone") or a backbone itself (then
+    `head` is empty).
+    """
+    try:
+        body = model if model.name == "backbone" else model.get_layer("backbone")
+    except ValueError as e:
+        raise ValueError(
+            f"layer_groups: model {model.name!r} has no layer named 'backbone' (build it with build_ssd)"
+        ) from e
+    size = body.inputs[0].shape[1]
+    strides = [_output_stride(l, size) for l in body.layers]
+    # Split at the first layer (topological order) at half the final stride or coarser;
+    # everything after it is late too (padding layers there have finer outputs, no weights).
+    final = max(strides)
+    split = next(i for i, s in enumerate(strides) if s >= final / 2)
+    early, late = list(body.layers[:split]), list(body.layers[split:])
+    head = [] if body is model else [
+        l for l in model.layers if l is not body and not isinstance(l, keras.layers.InputLayer)
+    ]
+    return [early, late, head]

@@ -1,0 +1,136 @@
+"""`build_ssd`: body + the lesson's head as one functional Keras model; `build_detector`
+adds in-graph decoding for export and prediction.
+
+The lesson builds `ConvnetBuilder(f_model, 0, 0, 0, custom_head=head)`: a ResNet34 body cut
+before the pooling layer with `SSD_Head` or `SSD_MultiHead` on its 7×7 map. Here:
+
+    images [B, S, S, 3] (0–255 RGB) → backbone (normalisation inside) → head → y_pred
+
+`y_pred` is `[B, A, 4 + C + 1]` float32 (box activations, class logits, background last).
+"""
+
+from __future__ import annotations
+
+import keras
+
+from ssd_keras.anchors import AnchorConfig
+from ssd_keras.backbones import get_backbone
+from ssd_keras.decode import DEFAULT_IOU_THRESHOLD, DEFAULT_SCORE_THRESHOLD, DecodeDetections
+from ssd_keras.layers import SSDHead, SSDMultiHead, plan_head
+
+
+def build_ssd(
+    num_classes,
+    anchors=None,
+    backbone="resnet34",
+    weights=None,
+    image_size=224,
+    head=None,
+    bias=None,
+    dropout=None,
+    name="ssd",
+):
+    """The lesson's SSD model: images → `y_pred`.
+
+    Args:
+        num_classes: object classes `C` (without background).
+        anchors: `AnchorConfig` (default: the lesson's 4×4, 2×2, 1×1 grids, k = 9, 189 anchors).
+        backbone: a `get_backbone` name ("resnet34", "resnet50", "mobilenetv2", "tiny") or a
+            `keras.Model` taking 0–255 images of shape `[S, S, 3]`.
+        weights: for the body: None, "imagenet", or a local file (a body `.weights.h5`, a
+            torchvision `.pth` for resnet34). A `.weights.h5` saved from a whole `build_ssd`
+            model with the same arguments is loaded into the whole model instead.
+        image_size: side `S` of the square input images. The body's map must halve (ceil) onto
+            `anchors.grids` (ResNet34: 224 → 7 → 4, 2, 1); otherwise a ValueError says so.
+        head: "multi" (`SSDMultiHead`), "single" (`SSDHead`, one grid) or None: single when
+            `anchors` has one grid, else multi.
+        bias: class-logit bias init of the `OutConv`s (default: lesson's -3 single, -4 multi).
+        dropout: head dropout (default: lesson's 0.25 single, 0.4 multi).
+    Returns:
+        a functional `keras.Model` with layers "backbone", "head" and "y_pred" (a float32 cast,
+        so the output is float32 under a mixed-precision policy). Compile it with
+        `SSDLoss(anchors, num_classes)`.
+    """
+    anchors = AnchorConfig.coerce(anchors)
+    if head is None:
+        head = "single" if len(anchors.grids) == 1 else "multi"
+    if head not in ("single", "multi"):
+        raise ValueError(f"build_ssd: head must be 'single', 'multi' or None, got {head!r}")
+    image_size = int(image_size)
+
+    local_model_weights = None
+    if isinstance(backbone, keras.Model):
+        body = backbone
+        if weights is not None:
+            raise ValueError("build_ssd: pass weights=None with a backbone model (load its weights yourself)")
+    else:
+        body_weights = weights
+        if isinstance(weights, str) and weights.endswith(".weights.h5") and _is_whole_model_file(weights):
+            body_weights, local_model_weights = None, weights
+        body = get_backbone(backbone, weights=body_weights, input_shape=(image_size, image_size, 3))
+
+    feature_shape = body.outputs[0].shape
+    # Check here too so that the message can name the image size and the body.
+    plan_head(
+        feature_shape[1],
+        anchors.grids,
+        image_size=image_size,
+        where=f"build_ssd(backbone={backbone if isinstance(backbone, str) else body.name!r})",
+    )
+
+    if head == "single":
+        head_layer = SSDHead(
+            num_classes, anchors, bias=-3.0 if bias is None else bias,
+            dropout=0.25 if dropout is None else dropout, name="head",
+        )
+    else:
+        head_layer = SSDMultiHead(
+            num_classes, anchors, bias=-4.0 if bias is None else bias,
+            dropout=0.4 if dropout is None else dropout, name="head",
+        )
+
+    images = keras.Input((image_size, image_size, 3), name="images")
+    y = head_layer(body(images))
+    # Cast to float32 last so that losses and decoding see float32 under mixed precision.
+    y_pred = keras.layers.Activation("linear", dtype="float32", name="y_pred")(y)
+    model = keras.Model(images, y_pred, name=name)
+    if local_model_weights is not None:
+        model.load_weights(local_model_weights)
+    return model
+
+
+def _is_whole_model_file(path):
+    """True when a `.weights.h5` file was saved from a `build_ssd` model (it holds a head).
+
+    Keras 3 weight files key layers by class-derived names (`layers/ssd_multi_head/...`),
+    not by layer names, so look for the head classes' keys.
+    """
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            keys = set(f["layers"].keys()) if "layers" in f else set()
+    except OSError as e:
+        raise ValueError(f"build_ssd: could not read weights file {path!r}: {e}") from e
+    return bool(keys & {"ssd_multi_head", "ssd_head"})
+
+
+def build_detector(
+    model,
+    anchors,
+    score_threshold=DEFAULT_SCORE_THRESHOLD,
+    iou_threshold=DEFAULT_IOU_THRESHOLD,
+    max_detections=100,
+    max_per_class=None,
+    name="ssd_detector",
+):
+    """Wrap a `build_ssd` model: images → decoded detections (dict, see `decode_detections`).
+
+    Shares the weights of `model` (no copy). NMS runs in the graph, so the result can be
+    saved as `.keras` or exported as a SavedModel serving boxes, scores, classes and counts.
+    """
+    decode = DecodeDetections(
+        anchors, score_threshold, iou_threshold, max_detections, max_per_class, name="detections"
+    )
+    outputs = decode(model.outputs[0])
+    return keras.Model(model.inputs, outputs, name=name)
