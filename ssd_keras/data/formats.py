@@ -1,0 +1,192 @@
+"""The lesson's own annotation formats: COCO-style json (`pascal_train2007.json`) and CSV.
+
+COCO json (`coco:PATH.json`): `images` (`id`, `file_name`, `width`, `height`),
+`annotations` (`image_id`, `bbox = [x, y, w, h]` 0-based pixels, `category_id`, `ignore`),
+`categories` (`id`, `name`). `bbox` -> relative yxyx `(y/H, x/W, (y+h)/H, (x+w)/W)`, the same
+numbers as the VOC reader gives for the same object (VOC `xmin = x + 1`, `xmax = x + w`).
+`ignore = 1` (the course's difficult flag, which the lesson filters on) -> `difficult`.
+Read with plain `json` rather than pycocotools: the course's files have no `info`/`licenses`
+keys and an `ignore` field pycocotools does not know; nothing here needs its index.
+
+CSV (`csv:PATH`): the lecture's `fn,bbox` files plus a class column::
+
+    fn,bbox,clas
+    000012.jpg,96 155 269 350,car
+    000017.jpg,61 184 198 278 89 8 187 207,person horse
+
+`bbox` holds 4 numbers per object, the course's `hw_bb` convention: 0-based inclusive pixel
+`(top, left, bottom, right)`, so relative = `(top/H, left/W, (bottom+1)/H, (right+1)/W)`.
+The class column (`clas`, `class`, `classes`, `cat` or `label`) holds one name per box,
+space-separated. Image sizes come from the image headers.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import numpy as np
+
+from ssd_keras.data.records import VOC_CLASSES, DetectionData, ErrorPolicy, Record, check_image_file
+from ssd_keras.data.voc import check_pixel_boxes
+
+_CLASS_COLUMNS = ("clas", "class", "classes", "cat", "label", "labels")
+
+
+def read_coco_json(json_path, images_dir=None, keep_difficult=True, use_ignore=True,
+                   on_error="raise", check_images=True) -> DetectionData:
+    """Read COCO-style json (the course's `pascal_*2007.json`) into relative-yxyx records.
+
+    Args:
+        json_path: the json file.
+        images_dir: folder of the images; default: `<json dir>/VOCdevkit/VOC2007/JPEGImages`
+            if it exists (the course's `PATH` layout), else `<json dir>/JPEGImages`, else the
+            json's folder.
+        keep_difficult: keep objects flagged `ignore` (as `difficult=True`).
+        use_ignore: read `ignore` as the difficult flag (the course's meaning).
+        on_error, check_images: as for `read_voc`.
+    Class names are the categories sorted by id; a file with exactly the VOC names gets
+    `VOC_CLASSES` order.
+    """
+    json_path = os.fspath(json_path)
+    try:
+        with open(json_path) as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{json_path}: cannot read COCO json ({e})") from None
+    for key in ("images", "annotations", "categories"):
+        if key not in data:
+            raise ValueError(f"{json_path}: not COCO-style json, no {key!r} key")
+    if images_dir is None:
+        base = os.path.dirname(json_path)
+        images_dir = next((d for d in (os.path.join(base, "VOCdevkit", "VOC2007", "JPEGImages"),
+                                       os.path.join(base, "JPEGImages")) if os.path.isdir(d)), base)
+    cats = sorted(data["categories"], key=lambda c: c["id"])
+    names = [c["name"] for c in cats]
+    class_names = VOC_CLASSES if sorted(names) == sorted(VOC_CLASSES) else tuple(names)
+    cat_to_id = {c["id"]: class_names.index(c["name"]) for c in cats}
+
+    per_image = {}
+    for a in data["annotations"]:
+        per_image.setdefault(a["image_id"], []).append(a)
+    policy = ErrorPolicy(on_error)
+    records = []
+    for img in data["images"]:
+        fname, w, h = img["file_name"], int(img["width"]), int(img["height"])
+        anns = per_image.get(img["id"], [])
+        where = f"{json_path} (image {fname})"
+        unknown = [a["category_id"] for a in anns if a["category_id"] not in cat_to_id]
+        if unknown:
+            policy.problem(where, f"unknown category_id {unknown[0]}")
+            continue
+        xywh = np.array([a["bbox"] for a in anns], np.float64).reshape(-1, 4)
+        # Check in VOC terms so that both readers accept and reject the same boxes.
+        problem = check_pixel_boxes(np.stack([xywh[:, 0] + 1, xywh[:, 1] + 1, xywh[:, 0] + xywh[:, 2],
+                                              xywh[:, 1] + xywh[:, 3]], 1), w, h)
+        if problem:
+            policy.problem(where, problem)
+            continue
+        path = os.path.join(images_dir, fname)
+        if check_images:
+            problem = check_image_file(path, (w, h))
+            if problem:
+                policy.problem(path, problem)
+                continue
+        boxes = np.stack([xywh[:, 1] / h, xywh[:, 0] / w, (xywh[:, 1] + xywh[:, 3]) / h,
+                          (xywh[:, 0] + xywh[:, 2]) / w], 1)
+        difficult = np.array([bool(a.get("ignore", 0)) and use_ignore for a in anns], bool)
+        keep = np.ones(len(anns), bool) if keep_difficult else ~difficult
+        records.append(Record(
+            image_id=os.path.splitext(fname)[0], path=path,
+            boxes=np.clip(boxes, 0, 1).astype(np.float32)[keep],
+            classes=np.array([cat_to_id[a["category_id"]] for a in anns], np.int32)[keep],
+            difficult=difficult[keep], width=w, height=h))
+    policy.finish(f"read_coco_json({json_path})")
+    return DetectionData(records, tuple(class_names), name=f"coco:{json_path}", skipped=policy.skipped)
+
+
+def read_csv(csv_path, images_dir=None, class_names=None, on_error="raise") -> DetectionData:
+    """Read the lecture's CSV (`fn,bbox` + class column; see the module doc for the format).
+
+    Args:
+        csv_path: the CSV file.
+        images_dir: folder `fn` is relative to; default: the CSV's folder.
+        class_names: names (id = position). Default: `VOC_CLASSES` if every name in the file is
+            a VOC class, else the sorted set of names in the file. Integer labels are ids.
+        on_error: as for `read_voc`. Every image's header is read (for its size).
+    """
+    csv_path = os.fspath(csv_path)
+    images_dir = os.path.dirname(csv_path) if images_dir is None else os.fspath(images_dir)
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+        header = rows[0].keys() if rows else []
+    if "fn" not in header or "bbox" not in header:
+        raise ValueError(f"{csv_path}: expected columns 'fn' and 'bbox' (got {list(header)})")
+    cls_col = next((c for c in _CLASS_COLUMNS if c in header), None)
+    if cls_col is None:
+        raise ValueError(f"{csv_path}: no class column (one of {_CLASS_COLUMNS}); got {list(header)}")
+    labels = [(r[cls_col] or "").split() for r in rows]
+    if class_names is None:
+        found = {n for ls in labels for n in ls if not n.lstrip("-").isdigit()}
+        class_names = VOC_CLASSES if found <= set(VOC_CLASSES) else tuple(sorted(found))
+    class_names = tuple(class_names)
+    cls_id = {c: i for i, c in enumerate(class_names)}
+
+    policy = ErrorPolicy(on_error)
+    records = []
+    for line, (row, labs) in enumerate(zip(rows, labels), start=2):
+        where = f"{csv_path}:{line} ({row['fn']})"
+        try:
+            nums = np.array([float(v) for v in (row["bbox"] or "").split()], np.float64)
+        except ValueError:
+            policy.problem(where, f"non-numeric bbox {row['bbox']!r}")
+            continue
+        if len(nums) % 4 or len(nums) // 4 != len(labs):
+            policy.problem(where, f"{len(nums)} bbox numbers for {len(labs)} class labels (need 4 per label)")
+            continue
+        try:
+            ids = [int(n) if n.lstrip("-").isdigit() else cls_id[n] for n in labs]
+        except KeyError as e:
+            policy.problem(where, f"unknown class name {e.args[0]!r} (known: {', '.join(class_names)})")
+            continue
+        if any(not 0 <= i < len(class_names) for i in ids):
+            policy.problem(where, f"class id out of range 0..{len(class_names) - 1}")
+            continue
+        path = os.path.join(images_dir, row["fn"])
+        problem = check_image_file(path)  # always: the image header gives the size
+        if problem:
+            policy.problem(path, problem)
+            continue
+        from PIL import Image
+
+        with Image.open(path) as im:
+            w, h = im.size
+        tlbr = nums.reshape(-1, 4)  # 0-based inclusive (top, left, bottom, right)
+        problem = check_pixel_boxes(tlbr[:, [1, 0, 3, 2]], w, h, one_based=False)
+        if problem:
+            policy.problem(where, problem)
+            continue
+        boxes = (tlbr + np.array([0, 0, 1, 1])) / np.array([h, w, h, w])
+        records.append(Record(image_id=os.path.splitext(os.path.basename(row["fn"]))[0], path=path,
+                              boxes=np.clip(boxes, 0, 1), classes=ids, difficult=np.zeros(len(ids), bool),
+                              width=w, height=h))
+    policy.finish(f"read_csv({csv_path})")
+    return DetectionData(records, class_names, name=f"csv:{csv_path}", skipped=policy.skipped)
+
+
+def write_csv(data: DetectionData, csv_path, images_dir=None):
+    """Write records as the lecture's CSV (`fn,bbox,clas`; 0-based inclusive pixel tlbr).
+
+    Inverse of `read_csv` for boxes on pixel boundaries. `fn` is relative to `images_dir`
+    (default: the CSV's folder).
+    """
+    csv_path = os.fspath(csv_path)
+    images_dir = os.path.dirname(csv_path) if images_dir is None else images_dir
+    with open(csv_path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["fn", "bbox", "clas"])
+        for r in data.records:
+            px = np.round(r.boxes * np.array([r.height, r.width] * 2)) - np.array([0, 0, 1, 1])
+            w.writerow([os.path.relpath(r.path, images_dir), " ".join(str(int(v)) for v in px.reshape(-1)),
+                        " ".join(data.class_names[c] for c in r.classes)])

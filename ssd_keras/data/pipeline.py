@@ -1,0 +1,166 @@
+"""The `tf.data` pipeline: records -> `(images, y_true)` batches for `model.fit`.
+
+    ds = make_dataset(data.records, image_size=224, batch_size=32, augment=lesson_augmentations(),
+                      shuffle=True, seed=0)
+    images, y_true = next(iter(ds))   # float32 [32, 224, 224, 3] (0-255), [32, max_boxes, 5]
+
+Per element: read + decode (parallel, `AUTOTUNE`), resize (the lesson's squash,
+`CropType.NO`, or letterbox with the boxes moved), augment, clip, pad the boxes to
+`max_boxes` rows `(ymin, xmin, ymax, xmax, class_id)` with padding rows class -1; then batch
+and prefetch. The order and the augmentations follow from `seed` alone: shuffling uses a seeded
+buffer and each element's augmentation draws from stateless random ops seeded by
+`tf.data.Dataset.random(seed)`, which gives fresh (but reproducible) numbers every epoch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from ssd_keras.data.augment import apply_augmentations
+from ssd_keras.data.records import DetectionData, log
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def _check_records(records):
+    for r in records:
+        b = r.boxes
+        if len(b) and (not np.all(np.isfinite(b)) or b.min() < 0 or b.max() > 1
+                       or np.any(b[:, 2] <= b[:, 0]) or np.any(b[:, 3] <= b[:, 1])):
+            raise ValueError(f"record {r.image_id} ({r.path or 'in memory'}): boxes must be relative yxyx "
+                             f"in [0, 1] with ymax > ymin and xmax > xmin, got {b.tolist()[:3]}...")
+        if r.path is None and r.image is None:
+            raise ValueError(f"record {r.image_id}: neither a path nor image data")
+
+
+def pad_targets(boxes, classes, max_boxes):
+    """`[n, 4]` yxyx boxes + `[n]` classes -> `y_true` rows `[max_boxes, 5]`, padding class -1.
+
+    Rows beyond `max_boxes` are cut (make_dataset cuts and counts them before this)."""
+    rows = tf.concat([boxes, tf.cast(classes, tf.float32)[:, None]], axis=1)[:max_boxes]
+    pad = tf.tile(tf.constant([[0.0, 0.0, 0.0, 0.0, -1.0]]), [max_boxes - tf.shape(rows)[0], 1])
+    out = tf.concat([rows, pad], axis=0)
+    out.set_shape([max_boxes, 5])
+    return out
+
+
+def letterbox(image, boxes, image_size, fill_value=0.0):
+    """Resize keeping the aspect ratio and pad to a centred square; boxes (relative yxyx)
+    are moved onto the padded canvas."""
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    size = float(image_size)
+    scale = tf.minimum(size / shape[0], size / shape[1])
+    new = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), 1)
+    off = (image_size - new) // 2
+    image = tf.image.resize(image, new)
+    image = tf.pad(image - fill_value, [[off[0], image_size - new[0] - off[0]],
+                                        [off[1], image_size - new[1] - off[1]], [0, 0]]) + fill_value
+    newf, offf = tf.cast(new, tf.float32), tf.cast(off, tf.float32)
+    boxes = (boxes * tf.tile(newf, [2]) + tf.tile(offf, [2])) / size
+    return image, boxes
+
+
+def make_dataset(records, image_size, batch_size, max_boxes=None, augment=None, shuffle=False,
+                 seed=None, resize="squash", repeat=False, drop_remainder=False, min_box_size=1e-3,
+                 num_parallel_calls=AUTOTUNE, prefetch=AUTOTUNE) -> tf.data.Dataset:
+    """Build the training/evaluation `tf.data.Dataset`.
+
+    Args:
+        records: list of `Record` (boxes relative yxyx) or a `DetectionData`.
+        image_size: side `S` of the square output images.
+        batch_size: images per batch.
+        max_boxes: rows of `y_true`; default the largest object count in `records`. Images
+            with more objects keep their first `max_boxes` (file order) and a warning logs
+            how many objects were dropped.
+        augment: None or a list of `ssd_keras.data.augment` transforms, applied after resizing.
+        shuffle: reshuffle the images every epoch (seeded buffer over the whole data set).
+        seed: int for reproducible order and augmentation; None for fresh randomness.
+        resize: `"squash"` (the lesson's `CropType.NO`: stretch to S x S, boxes unchanged) or
+            `"letterbox"` (keep the aspect ratio, pad with zeros, boxes moved).
+        repeat: repeat forever (then pass `steps_per_epoch` to `fit`).
+        drop_remainder: drop the last partial batch.
+        min_box_size: boxes thinner than this (relative) after augmentation are removed.
+    Returns:
+        `tf.data.Dataset` of `(images float32 [B, S, S, 3] 0-255, y_true float32 [B, max_boxes, 5])`.
+    """
+    if isinstance(records, DetectionData):
+        records = records.records
+    records = list(records)
+    if not records:
+        raise ValueError("make_dataset: no records")
+    if resize not in ("squash", "letterbox"):
+        raise ValueError(f'make_dataset: resize must be "squash" or "letterbox", got {resize!r}')
+    if int(image_size) <= 0 or int(batch_size) <= 0:
+        raise ValueError(f"make_dataset: image_size and batch_size must be positive, got {image_size}, {batch_size}")
+    image_size, batch_size = int(image_size), int(batch_size)
+    _check_records(records)
+    counts = np.array([r.num_objects for r in records])
+    if max_boxes is None:
+        max_boxes = max(1, int(counts.max()))
+    if max_boxes < 1:
+        raise ValueError(f"make_dataset: max_boxes must be >= 1, got {max_boxes}")
+    dropped = np.maximum(counts - max_boxes, 0)
+    if dropped.sum():
+        log.warning("make_dataset: max_boxes=%d drops %d object(s) in %d image(s) (each keeps its first %d)",
+                    max_boxes, dropped.sum(), (dropped > 0).sum(), max_boxes)
+    n = len(records)
+    boxes = np.zeros((n, max_boxes, 4), np.float32)
+    classes = np.full((n, max_boxes), -1, np.int32)
+    for i, r in enumerate(records):
+        k = min(r.num_objects, max_boxes)
+        boxes[i, :k], classes[i, :k] = r.boxes[:k], r.classes[:k]
+    counts = np.minimum(counts, max_boxes).astype(np.int32)
+
+    arrays = [r.image for r in records if isinstance(r.image, np.ndarray)]
+    if len(arrays) == n and len({a.shape for a in arrays}) == 1:
+        # In-memory data of one size (`shapes`): slice a uint8 tensor, nothing to decode.
+        source = np.stack(arrays).astype(np.uint8)
+        if source.ndim != 4 or source.shape[-1] != 3:
+            raise ValueError(f"make_dataset: in-memory images must be uint8 [H, W, 3], got {source.shape[1:]}")
+
+        def load(src):
+            return tf.cast(src, tf.float32)
+    else:
+        def to_bytes(r):
+            if isinstance(r.image, bytes):
+                return r.image, False
+            if isinstance(r.image, np.ndarray):  # mixed sizes: encode once here
+                return tf.io.encode_png(np.asarray(r.image, np.uint8)).numpy(), False
+            return r.path.encode(), True
+
+        data, is_path = zip(*(to_bytes(r) for r in records))
+        source = (np.array(data, dtype=object), np.array(is_path))
+
+        def load(src):
+            data, is_path = src
+            raw = tf.cond(is_path, lambda: tf.io.read_file(data), lambda: data)
+            img = tf.io.decode_image(raw, channels=3, expand_animations=False)
+            img.set_shape([None, None, 3])
+            return tf.cast(img, tf.float32)
+
+    augment = list(augment or [])
+
+    def element(item, rnd):
+        src, b, c, k = item
+        image, b, c = load(src), b[:k], c[:k]
+        if resize == "squash":
+            image = tf.image.resize(image, [image_size, image_size])
+        else:
+            image, b = letterbox(image, b, image_size)
+        image, b, c = apply_augmentations(augment, image, b, c, tf.stack([rnd, tf.constant(0, tf.int64)]),
+                                          min_size=min_box_size)
+        image.set_shape([image_size, image_size, 3])
+        return image, pad_targets(b, c, max_boxes)
+
+    ds = tf.data.Dataset.from_tensor_slices((source, boxes, classes, counts))
+    if shuffle:
+        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    rnd = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    ds = tf.data.Dataset.zip((ds, rnd))
+    ds = ds.map(element, num_parallel_calls=num_parallel_calls, deterministic=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=num_parallel_calls,
+                  deterministic=True)
+    return ds.prefetch(prefetch) if prefetch else ds

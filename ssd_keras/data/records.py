@@ -1,0 +1,199 @@
+"""Records: one annotated image, in one format for every source.
+
+Every reader (`read_voc`, `read_coco_json`, `read_csv`, `read_tfds`, `make_shapes`) returns
+`Record`s with **relative yxyx** boxes; pixels exist only inside the readers. A `DetectionData`
+carries the records together with the class names (the class-name <-> id mapping travels with
+the data, never as a global like the lesson's `id2cat`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+log = logging.getLogger("ssd_keras.data")
+
+#: The 20 Pascal VOC classes in the standard (devkit / tfds / course JSON) order; id = index.
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+)
+
+
+@dataclasses.dataclass
+class Record:
+    """One image and its objects.
+
+    Attributes:
+        image_id: the file stem (VOC id such as ``"000012"``) or a generated id.
+        path: image file, or None when `image` holds the pixels.
+        image: None, an in-memory uint8 array `[H, W, 3]`, or encoded image `bytes` (tfds).
+        boxes: float32 `[n, 4]` relative yxyx in [0, 1].
+        classes: int32 `[n]` ids into the data set's class names.
+        difficult: bool `[n]` (VOC `difficult`, or COCO-json `ignore`).
+        width, height: image size in pixels.
+        truncated: bool `[n]` (VOC `truncated`; False where the source has no such field).
+    """
+
+    image_id: str
+    path: str | None
+    boxes: np.ndarray
+    classes: np.ndarray
+    difficult: np.ndarray
+    width: int
+    height: int
+    image: Any = None
+    truncated: np.ndarray | None = None
+
+    def __post_init__(self):
+        self.boxes = np.asarray(self.boxes, np.float32).reshape(-1, 4)
+        self.classes = np.asarray(self.classes, np.int32).reshape(-1)
+        self.difficult = np.asarray(self.difficult, bool).reshape(-1)
+        if self.truncated is None:
+            self.truncated = np.zeros(len(self.classes), bool)
+        self.truncated = np.asarray(self.truncated, bool).reshape(-1)
+        n = len(self.boxes)
+        if not (len(self.classes) == len(self.difficult) == len(self.truncated) == n):
+            raise ValueError(f"{self.image_id}: boxes/classes/difficult lengths differ")
+
+    @property
+    def num_objects(self) -> int:
+        return len(self.classes)
+
+    def pixel_boxes(self) -> np.ndarray:
+        """Boxes as continuous pixel yxyx (`(ymin, xmin, ymax, xmax)` in pixels, for drawing)."""
+        return self.boxes * np.array([self.height, self.width] * 2, np.float32)
+
+    def load_image(self) -> np.ndarray:
+        """uint8 `[H, W, 3]` pixels (decodes the file / bytes with PIL)."""
+        if isinstance(self.image, np.ndarray):
+            return self.image
+        from PIL import Image
+        import io
+
+        src = io.BytesIO(self.image) if isinstance(self.image, bytes) else self.path
+        with Image.open(src) as im:
+            return np.asarray(im.convert("RGB"))
+
+
+@dataclasses.dataclass
+class DetectionData:
+    """Records plus the class names that give their ids a meaning.
+
+    `skipped` lists `(file, reason)` for inputs a reader skipped with `on_error="skip"`.
+    """
+
+    records: list
+    class_names: tuple
+    name: str = ""
+    skipped: list = dataclasses.field(default_factory=list)
+
+    def __len__(self):
+        return len(self.records)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def class_to_id(self) -> dict:
+        return {c: i for i, c in enumerate(self.class_names)}
+
+    @property
+    def num_objects(self) -> int:
+        return sum(r.num_objects for r in self.records)
+
+    def multi_labels(self) -> list:
+        """The lesson's `mc`: per image, the set of class names present."""
+        return multi_labels(self.records, self.class_names)
+
+    def ground_truths(self) -> list:
+        """`(boxes [m, 4] yxyx, classes [m], difficult [m])` per image, the input of
+        `evaluate_detections`."""
+        return [(r.boxes, r.classes, r.difficult) for r in self.records]
+
+    def split(self, fraction: float, seed: int = 0):
+        """Deterministic random split into two `DetectionData` (`fraction` of images first)."""
+        order = np.random.default_rng(seed).permutation(len(self.records))
+        cut = int(round(fraction * len(order)))
+        pick = lambda idx: DetectionData([self.records[i] for i in sorted(idx)], self.class_names, self.name)  # noqa: E731
+        return pick(order[:cut]), pick(order[cut:])
+
+    def dataset(self, image_size: int, batch_size: int, **kwargs):
+        """`make_dataset(self.records, image_size, batch_size, **kwargs)`."""
+        from ssd_keras.data.pipeline import make_dataset
+
+        return make_dataset(self.records, image_size, batch_size, **kwargs)
+
+    def summary(self) -> str:
+        counts = np.bincount(np.concatenate([r.classes for r in self.records] or [np.zeros(0, int)]),
+                             minlength=self.num_classes)
+        diff = sum(int(r.difficult.sum()) for r in self.records)
+        return (f"{self.name or 'data'}: {len(self.records)} images, {self.num_objects} objects "
+                f"({diff} difficult), {self.num_classes} classes; per class "
+                + ", ".join(f"{c}={n}" for c, n in zip(self.class_names, counts)))
+
+
+def multi_labels(records: Sequence[Record], class_names: Sequence[str]) -> list:
+    """The lesson's `mc = [set(cats[p[1]] for p in tm_anno[o]) for o in tm_ids]`."""
+    return [{class_names[c] for c in r.classes} for r in records]
+
+
+class ErrorPolicy:
+    """`on_error="raise"`: raise ValueError naming the file; `"skip"`: count, log, go on.
+
+    Readers call `problem(file, reason)`; `finish(name)` logs one summary warning.
+    """
+
+    def __init__(self, on_error: str = "raise"):
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f'on_error must be "raise" or "skip", got {on_error!r}')
+        self.on_error = on_error
+        self.skipped: list = []
+
+    def problem(self, file, reason: str):
+        if self.on_error == "raise":
+            raise ValueError(f"{file}: {reason} (pass on_error='skip' to skip such images)")
+        self.skipped.append((str(file), reason))
+        log.debug("skipping %s: %s", file, reason)
+
+    def finish(self, name: str):
+        if self.skipped:
+            log.warning("%s: skipped %d image(s) with bad input, e.g. %s: %s", name,
+                        len(self.skipped), *self.skipped[0])
+
+
+def check_image_file(path: str, expect_size=None) -> str | None:
+    """Cheap check of an image file; returns the problem as text, or None if it looks fine.
+
+    Reads the header with PIL and the last bytes: catches missing, 0-byte, non-image, truncated
+    JPEG (no end-of-image marker) and a size different from the annotation's (which would make
+    every relative box wrong). A full decode would cost ~5 ms per image; `make_dataset` would
+    otherwise fail inside TF without naming the file, so these checks run at read time.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not os.path.exists(path):
+        return "image file missing"
+    size = os.path.getsize(path)
+    if size == 0:
+        return "image file is empty (0 bytes)"
+    try:
+        with Image.open(path) as im:
+            fmt, (w, h) = im.format, im.size
+    except (UnidentifiedImageError, OSError) as e:
+        return f"not a readable image ({e.__class__.__name__}: {e})"
+    if fmt == "JPEG":
+        with open(path, "rb") as f:
+            f.seek(max(0, size - 32))
+            tail = f.read()
+        if b"\xff\xd9" not in tail:
+            return "truncated JPEG (no end-of-image marker)"
+    if expect_size is not None and (w, h) != tuple(expect_size):
+        return f"image is {w}x{h} but the annotation says {expect_size[0]}x{expect_size[1]}"
+    return None
