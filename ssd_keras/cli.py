@@ -204,14 +204,14 @@ def build_parser():
     export = sub.add_parser(
         "export", formatter_class=fmt, help="SavedModel (in-graph NMS) or TFLite",
         description="savedmodel: serving signature images -> boxes/scores/classes/num_detections "
-        "(NMS in the graph). tflite: raw y_pred with builtin ops (decode on the host with the "
-        "anchors in the .json written next to it), or --nms to keep the decoder via SELECT_TF_OPS "
-        "(needs the Flex delegate).",
+        "(NMS in the graph). tflite (builtin ops only): the raw y_pred (decode on the host with the "
+        "anchors in the .json written next to it), or with --nms one image per call with decoding "
+        "and per-class NMS in the graph.",
     )
     export.add_argument("--model", type=Path, required=True, help="a .keras file from train/demo")
     export.add_argument("--format", choices=("savedmodel", "tflite"), default="savedmodel")
     export.add_argument("--out", type=Path, required=True, help="folder (savedmodel) or .tflite file")
-    export.add_argument("--nms", action="store_true", help="tflite: include decoding + NMS (Flex ops)")
+    export.add_argument("--nms", action="store_true", help="tflite: include decoding + NMS (batch of 1)")
     export.add_argument("--quantize", action="store_true", help="tflite: dynamic-range quantisation")
     export.add_argument("--score-threshold", type=_unit_float, default=0.05)
     export.add_argument("--iou-threshold", type=_unit_float, default=0.45)
@@ -604,8 +604,7 @@ def cmd_export(args):
         if args.out.suffix != ".tflite":
             raise UsageError("--out", f"a TFLite file name must end in .tflite, got {args.out}")
         path = export_tflite(model, args.out, anchors=info.anchors, include_nms=args.nms,
-                             class_names=info.class_names, quantize=args.quantize,
-                             **(decode if args.nms else {}))
+                             class_names=info.class_names, quantize=args.quantize, **decode)
     print(f"wrote {path}")
     return 0
 

@@ -13,12 +13,12 @@ document (`ssd_keras.json`):
 - `export_savedmodel` writes a SavedModel whose serving signature takes images and returns
   decoded, NMS-filtered detections (`tf.image.combined_non_max_suppression` via
   `ssd_keras.decode.decode_detections`), and copies `ssd_keras.json` next to it.
-- `export_tflite` converts to TFLite. TFLite has no builtin for combined (multi-class) NMS, so
-  the default (`include_nms=False`) exports the raw `y_pred` with builtin ops only (runs on any
-  TFLite runtime, decode on the host with the anchors from `ssd_keras.json`);
-  `include_nms=True` keeps the decoder in the graph through SELECT_TF_OPS (Flex), which needs a
-  TFLite runtime with the Flex delegate (the `tensorflow` pip package has it;
-  `tflite-runtime` / LiteRT minimal builds do not).
+- `export_tflite` converts to TFLite with builtin ops only. The default exports the raw
+  `y_pred` (any batch; decode on the host with the anchors from the JSON written next to it).
+  `include_nms=True` puts decoding and NMS in the graph for one image per call: TFLite has no
+  builtin for `combined_non_max_suppression` (it would need SELECT_TF_OPS and the Flex
+  delegate, which TF 2.21's Python interpreter does not link), so it runs the builtin
+  single-class NMS once per class instead, with the same results.
 
 Boxes in every output are relative yxyx (DESIGN.md).
 """
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from ssd_keras.anchors import AnchorConfig
+from ssd_keras.boxes import activations_to_boxes
 
 METADATA_NAME = "ssd_keras.json"
 METADATA_FORMAT = "ssd_keras/1"
@@ -267,30 +269,77 @@ def export_savedmodel(model, anchors, path, class_names=None, image_size=None, *
     return path
 
 
+def _decode_one_image_builtin_nms(y_pred, anchors, score_threshold=0.05, iou_threshold=0.45,
+                                  max_detections=100):
+    """`decode_detections` for one image with ops TFLite has as builtins.
+
+    Why not `decode_detections`: it uses `combined_non_max_suppression`, which TFLite only runs
+    as a Flex (SELECT_TF_OPS) op, and the Python `tf.lite.Interpreter` of TF 2.21 has no Flex
+    delegate linked in. Single-class `NonMaxSuppressionV4` *is* a builtin, so this runs it once
+    per class (a static loop: C is known) and keeps the best `max_detections` overall: the same
+    per-class greedy NMS, score cut (`score > score_threshold`) and padding (`classes = -1`).
+
+    Args:
+        y_pred: `[1, A, 4 + C + 1]`. Returns the `decode_detections` dict with batch 1
+        (boxes relative yxyx).
+    """
+    y_pred = tf.cast(y_pred[0], tf.float32)
+    boxes = tf.clip_by_value(activations_to_boxes(y_pred[:, :4], anchors), 0.0, 1.0)
+    scores = tf.sigmoid(y_pred[:, 4:-1])
+    num_classes = y_pred.shape[-1] - 5
+    cand_boxes, cand_scores, cand_classes = [], [], []
+    for c in range(num_classes):
+        idx, valid = tf.raw_ops.NonMaxSuppressionV4(
+            boxes=boxes, scores=scores[:, c], max_output_size=max_detections,
+            iou_threshold=iou_threshold, score_threshold=score_threshold,
+            pad_to_max_output_size=True)
+        keep = tf.range(max_detections) < valid
+        cand_boxes.append(tf.gather(boxes, idx))
+        cand_scores.append(tf.where(keep, tf.gather(scores[:, c], idx), -1.0))
+        cand_classes.append(tf.fill([max_detections], c))
+    top_scores, top = tf.math.top_k(tf.concat(cand_scores, 0), k=max_detections)
+    valid = top_scores > -1.0
+    num = tf.reduce_sum(tf.cast(valid, tf.int32))
+    return {
+        "boxes": tf.where(valid[:, None], tf.gather(tf.concat(cand_boxes, 0), top), 0.0)[None],
+        "scores": tf.where(valid, top_scores, 0.0)[None],
+        "classes": tf.where(valid, tf.gather(tf.concat(cand_classes, 0), top), -1)[None],
+        "num_detections": num[None],
+    }
+
+
 def export_tflite(model, path, anchors=None, include_nms=False, class_names=None, quantize=False,
-                  **decode_kwargs):
-    """Convert the detector to a `.tflite` flatbuffer. Returns the path.
+                  score_threshold=0.05, iou_threshold=0.45, max_detections=100):
+    """Convert the detector to a `.tflite` flatbuffer (builtin ops only). Returns the path.
 
     Args:
         model: images (float32 0–255, `[B, S, S, 3]`) -> `y_pred`.
-        path: output file (`.tflite`); `ssd_keras.json` is written next to it as
-            `<name>.json` (anchors and class names, needed to decode the raw output).
+        path: output file (`.tflite`); a `<name>.json` next to it holds the anchors and class
+            names (needed to decode the raw output).
         anchors: the `AnchorConfig` (required with `include_nms=True`; stored in the JSON).
-        include_nms: False (default): output is the raw `y_pred` `[B, A, 4 + C + 1]`, builtin
-            TFLite ops only. True: outputs decoded detections (`boxes`, `scores`, `classes`,
-            `num_detections`); `combined_non_max_suppression` has no TFLite builtin, so the
-            converter keeps it (and the decode ops) as SELECT_TF_OPS, which needs the Flex
-            delegate at run time.
-        quantize: apply dynamic-range weight quantisation (`tf.lite.Optimize.DEFAULT`).
-        **decode_kwargs: passed to `decode_detections` when `include_nms`.
+        include_nms: False (default): input `[B, S, S, 3]`, output the raw `y_pred`
+            `[B, A, 4 + C + 1]`; decode on the host (`ssd_keras.decode.decode_detections`).
+            True: input `[1, S, S, 3]` (one image, the usual on-device case), outputs the decoded
+            `boxes`, `scores`, `classes`, `num_detections` like `decode_detections`, with
+            per-class builtin NMS (see `_decode_one_image_builtin_nms` for why not
+            `combined_non_max_suppression`: it would need the Flex delegate).
+        quantize: dynamic-range weight quantisation (`tf.lite.Optimize.DEFAULT`).
+        score_threshold, iou_threshold, max_detections: the decoding settings (`include_nms`).
     """
     if include_nms and anchors is None:
         raise ValueError("export_tflite: include_nms=True needs anchors=")
     size = _model_image_size(model)
-    spec = tf.TensorSpec([None, size, size, 3], tf.float32, name="images")
     if include_nms:
-        fn = make_serving_function(model, anchors, size, **decode_kwargs)
+        anchors = AnchorConfig.coerce(anchors)
+        spec = tf.TensorSpec([1, size, size, 3], tf.float32, name="images")
+
+        def fn(images):
+            return _decode_one_image_builtin_nms(
+                model(images, training=False), anchors, score_threshold, iou_threshold,
+                int(max_detections))
     else:
+        spec = tf.TensorSpec([None, size, size, 3], tf.float32, name="images")
+
         def fn(images):
             return {"y_pred": model(images, training=False)}
 
@@ -304,13 +353,12 @@ def export_tflite(model, path, anchors=None, include_nms=False, class_names=None
         archive.add_endpoint("serve", fn, input_signature=[spec])
         archive.write_out(tmp, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
-        ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        if include_nms:
-            ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
-        converter.target_spec.supported_ops = ops
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         if quantize:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         path.write_bytes(converter.convert())
+    decode = dict(score_threshold=score_threshold, iou_threshold=iou_threshold,
+                  max_detections=max_detections)
     meta = {
         "format": METADATA_FORMAT,
         "class_names": list(class_names) if class_names is not None else None,
@@ -318,7 +366,7 @@ def export_tflite(model, path, anchors=None, include_nms=False, class_names=None
         "image_size": size,
         "extra": {
             "tflite_outputs": "detections" if include_nms else "y_pred",
-            "decode": decode_kwargs if include_nms else None,
+            "decode": decode if include_nms else None,
             "box_format": "rel_yxyx",
         },
     }
@@ -329,10 +377,13 @@ def export_tflite(model, path, anchors=None, include_nms=False, class_names=None
 def run_tflite(path, images):
     """Run a `.tflite` file from `export_tflite` on a float32 batch; returns a dict of numpy arrays.
 
-    A convenience for tests and checks on the host (uses `tf.lite.Interpreter`, which has the
-    Flex delegate for SELECT_TF_OPS models).
+    A convenience for tests and checks on the host (`tf.lite.Interpreter`; TF warns that it
+    moves to the `ai_edge_litert` package, whose `Interpreter` has the same interface).
     """
-    interpreter = tf.lite.Interpreter(model_path=str(path))
-    runner = interpreter.get_signature_runner("serve")
+    with warnings.catch_warnings():  # the "moving to ai_edge_litert" deprecation notice
+        warnings.simplefilter("ignore", UserWarning)
+        interpreter = tf.lite.Interpreter(model_path=str(path))
+    (key,) = interpreter.get_signature_list()  # the converter names it "serving_default"
+    runner = interpreter.get_signature_runner(key)
     out = runner(images=np.asarray(images, np.float32))
     return {k: np.asarray(v) for k, v in out.items()}
