@@ -298,10 +298,71 @@ def _np(t):
     return t.detach().cpu().numpy()
 
 
-def copy_weights_to_keras(torch_model: LessonSSD, keras_model) -> None:
+def _oihw_to_hwio(t):
+    return _np(t).transpose(2, 3, 1, 0)
+
+
+def _copy_head(torch_head: nn.Module, keras_head) -> list[str]:
+    """Copy `SSD_Head` / `SSD_MultiHead` weights into ssd_keras's `SSDHead` / `SSDMultiHead`.
+
+    Layers are matched by the lesson's attribute names (`sconv0`, `sconv1`, ..., `out1`, ...;
+    the Keras head exposes them through `lesson_layers()`); the lesson's unused `out0` has no
+    Keras counterpart and is skipped. Returns the names copied.
+    """
+    keras_layers = keras_head.lesson_layers()
+    torch_layers = {
+        name: m for name, m in torch_head.named_children() if isinstance(m, (StdConv, OutConv))
+    }
+    if isinstance(torch_head, SSD_MultiHead):
+        torch_layers.pop("out0")  # created but never called in the lesson
+    if set(keras_layers) != set(torch_layers):
+        raise ValueError(
+            "copy_weights_to_keras: head layers differ: torch has "
+            f"{sorted(torch_layers)}, Keras has {sorted(keras_layers)} (same num_classes, k, "
+            "grids and single/multi head?)"
+        )
+    for name, tm in torch_layers.items():
+        km = keras_layers[name]
+        if isinstance(tm, StdConv):
+            pairs = [
+                (km.conv, [_oihw_to_hwio(tm.conv.weight), _np(tm.conv.bias)]),
+                (km.bn, [_np(tm.bn.weight), _np(tm.bn.bias), _np(tm.bn.running_mean), _np(tm.bn.running_var)]),
+            ]
+        else:
+            pairs = [
+                (km.oconv1, [_oihw_to_hwio(tm.oconv1.weight), _np(tm.oconv1.bias)]),
+                (km.oconv2, [_oihw_to_hwio(tm.oconv2.weight), _np(tm.oconv2.bias)]),
+            ]
+        for layer, values in pairs:
+            expected = [tuple(w.shape) for w in layer.weights]
+            if expected != [v.shape for v in values]:
+                raise ValueError(
+                    f"copy_weights_to_keras: head.{name}.{layer.name} has weight shapes {expected}, "
+                    f"the torch model gives {[v.shape for v in values]}"
+                )
+            layer.set_weights(values)
+    return sorted(torch_layers)
+
+
+def copy_weights_to_keras(torch_model: LessonSSD, keras_model):
     """Copy all weights of `torch_model` (body and head) into a `build_ssd(...)` Keras model.
 
-    The body goes through `ssd_keras.backbones.load_torchvision_resnet34`; the head layers are
-    matched by the lesson's names (`sconv0` ... `sconv3`, `out1` ... `out3`).
+    The Keras model must be `build_ssd(num_classes, anchors, backbone="resnet34", head=...)`
+    with the same `num_classes`, `k` and head type. The body goes through
+    `ssd_keras.backbones.load_torchvision_resnet34` (layer `"backbone"`), the head layers are
+    matched by the lesson's names (layer `"head"`). BatchNorm running statistics are copied,
+    so the two models agree in inference mode (`torch_model.eval()`, `training=False`).
+    Returns `keras_model`.
     """
-    raise NotImplementedError("waiting for ssd_keras.model / ssd_keras.backbones")
+    from ssd_keras.backbones import load_torchvision_resnet34
+
+    try:
+        backbone, head = keras_model.get_layer("backbone"), keras_model.get_layer("head")
+    except ValueError as e:
+        raise ValueError(
+            f"copy_weights_to_keras: {keras_model.name!r} is not a build_ssd model with layers "
+            "'backbone' and 'head'"
+        ) from e
+    load_torchvision_resnet34(backbone, torch_model.body.state_dict())
+    _copy_head(torch_model.head, head)
+    return keras_model

@@ -112,3 +112,46 @@ def test_normalize_images():
     x = L.normalize_images(img)
     assert tuple(x.shape) == (1, 3, 2, 2)
     assert np.allclose(x[0, :, 0, 0].numpy(), (1 - np.array(L.IMAGENET_MEAN)) / np.array(L.IMAGENET_STD))
+
+
+# --- weight transfer to the Keras model (colleague B's build_ssd) ----------------------------
+
+
+def _randomise_batchnorm(model, seed=0):
+    """Non-trivial BN statistics and affine parameters, so that copying them matters."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(m.num_features, generator=g) * 0.4 - 0.2)
+    return model
+
+
+@pytest.mark.parametrize("multi", [True, False], ids=["multi_k9", "single_k1"])
+def test_keras_model_with_copied_weights_matches_torch(multi):
+    from ssd_keras import AnchorConfig
+    from ssd_keras.model import build_ssd
+
+    torch.manual_seed(0)
+    k = 9 if multi else 1
+    tm = _randomise_batchnorm(L.LessonSSD(num_classes=3, k=k, multi=multi)).eval()
+    anchors = AnchorConfig() if multi else AnchorConfig.single_grid(4)
+    # 224: the lesson's size; the torch head assumes the 7x7 body map.
+    km = build_ssd(3, anchors, backbone="resnet34", weights=None, image_size=224)
+    assert L.copy_weights_to_keras(tm, km) is km
+    x = np.random.default_rng(1).uniform(0, 255, (2, 224, 224, 3)).astype(np.float32)
+    y_keras = np.asarray(km(x, training=False))
+    with torch.no_grad():
+        y_torch = L.to_y_pred(tm(L.normalize_images(x))).numpy()
+    assert y_keras.shape == y_torch.shape == (2, anchors.num_anchors, 4 + 3 + 1)
+    assert np.abs(y_torch).max() > 1.0  # not trivially small outputs
+    np.testing.assert_allclose(y_keras, y_torch, rtol=1e-4, atol=5e-4)
+
+    # The wrong head type is refused with the layer names, not a shape error deep inside.
+    other = L.LessonSSD(num_classes=3, k=k, multi=not multi)
+    with pytest.raises(ValueError, match="head layers differ"):
+        L.copy_weights_to_keras(other, km)
+    with pytest.raises(ValueError, match="head.out|head layers differ"):
+        L.copy_weights_to_keras(L.LessonSSD(num_classes=4, k=k, multi=multi), km)
