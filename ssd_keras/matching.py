@@ -102,6 +102,10 @@ def match_anchors(y_true, anchors, num_classes, pos_threshold=0.4):
     """
     anchors = AnchorConfig.coerce(anchors)
     y_true = tf.convert_to_tensor(y_true, tf.float32)
+    if y_true.shape[1] is None or y_true.shape[1] == 0:
+        # No rows at all (max_boxes = 0): add one padding row so the gathers have a source.
+        extra = tf.maximum(1 - tf.shape(y_true)[1], 0)
+        y_true = tf.pad(y_true, [[0, 0], [0, extra], [0, 0]], constant_values=-1.0)
     gt_cls = tf.cast(y_true[..., 4], tf.int32)
     valid = gt_cls >= 0
     # Zero the padding rows so whatever they hold cannot leak NaN into the loss.
