@@ -112,7 +112,6 @@ def build_parser():
         description="fastai lesson 9 SSD detector in Keras 3: train, evaluate, predict, export.",
         formatter_class=fmt,
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="more logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -131,8 +130,11 @@ def build_parser():
                        help="use the focal loss instead of BCE; optional ALPHA GAMMA (default 0.25 1)")
         p.add_argument("--seed", type=int, default=0, help="random seed")
 
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true",
+                        help="more logging (one line per epoch instead of progress bars)")
     demo = sub.add_parser(
-        "demo", formatter_class=fmt,
+        "demo", formatter_class=fmt, parents=[common],
         help="train on the embedded shapes data, print held-out mAP, save a picture",
         description="Train the lesson's multi-grid SSD (4x4, 2x2, 1x1 grids, k=9) on the embedded "
         "'shapes' data set, evaluate on held-out images (VOC07 11-point mAP@0.5), print "
@@ -148,7 +150,7 @@ def build_parser():
     demo.set_defaults(func=cmd_demo)
 
     train = sub.add_parser(
-        "train", formatter_class=fmt, help="train a detector on a data source",
+        "train", formatter_class=fmt, parents=[common], help="train a detector on a data source",
         description="Train with the lesson's recipe (one-cycle schedule, Adam), logging loc/clas "
         "losses, writing .keras checkpoints, TensorBoard logs and a backup for --resume under --out.",
     )
@@ -176,7 +178,7 @@ def build_parser():
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser(
-        "evaluate", formatter_class=fmt, help="VOC mAP@0.5 and per-class AP of a saved model",
+        "evaluate", formatter_class=fmt, parents=[common], help="VOC mAP@0.5 and per-class AP of a saved model",
     )
     evaluate.add_argument("--model", type=Path, required=True, help="a .keras file from train/demo")
     evaluate.add_argument("--data", type=_data_spec, default="shapes")
@@ -190,7 +192,7 @@ def build_parser():
     evaluate.set_defaults(func=cmd_evaluate)
 
     predict = sub.add_parser(
-        "predict", formatter_class=fmt, help="detect objects in image files, write PNGs and JSON",
+        "predict", formatter_class=fmt, parents=[common], help="detect objects in image files, write PNGs and JSON",
     )
     predict.add_argument("--model", type=Path, required=True, help="a .keras file from train/demo")
     predict.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="JPEG/PNG/BMP/GIF files")
@@ -202,7 +204,7 @@ def build_parser():
     predict.set_defaults(func=cmd_predict)
 
     export = sub.add_parser(
-        "export", formatter_class=fmt, help="SavedModel (in-graph NMS) or TFLite",
+        "export", formatter_class=fmt, parents=[common], help="SavedModel (in-graph NMS) or TFLite",
         description="savedmodel: serving signature images -> boxes/scores/classes/num_detections "
         "(NMS in the graph). tflite (builtin ops only): the raw y_pred (decode on the host with the "
         "anchors in the .json written next to it), or with --nms one image per call with decoding "
@@ -260,25 +262,34 @@ def _focal(values, argument="--focal"):
 
 def _load_data(spec, split, argument="--data", **kwargs):
     """`ssd_keras.data.load_source`, with read errors turned into a usage error naming the flag."""
-    from ssd_keras.data import load_source
+    from ssd_keras.data import SourceUnavailable, load_source
 
     try:
         return load_source(spec, split=split, **kwargs)
-    except (OSError, ValueError, ImportError, KeyError) as e:
+    except (OSError, ValueError, ImportError, KeyError, SourceUnavailable) as e:
         raise UsageError(argument, f"cannot load {spec!r} (split {split!r}): {e}") from None
 
 
-def _make_dataset(data, image_size, batch_size, training, seed=0, max_boxes=50, augment=True):
-    from ssd_keras.data import make_dataset
+def _load_splits(spec, train_split, val_split, seed=0):
+    """Training and validation `DetectionData` (val None for 'none'). COCO-json and CSV files
+    are one split each: they are split 90/10 here, deterministically."""
+    if spec.split(":", 1)[0] in ("coco", "csv"):
+        data = _load_data(spec, None)
+        train, val = data.split(0.9, seed=seed)
+        return train, (None if val_split.lower() == "none" else val)
+    train = _load_data(spec, train_split, argument="--train-split")
+    val = None if val_split.lower() == "none" else _load_data(spec, val_split, argument="--val-split")
+    return train, val
 
-    aug = None
-    if training and augment:
-        from ssd_keras.data.augment import default_augmentations
 
-        aug = default_augmentations()
+def _make_dataset(data, image_size, batch_size, training, seed=0, max_boxes=None, augment=True):
+    """`(images, y_true)` batches; training: shuffled, with the lesson's augmentations."""
+    from ssd_keras.data import lesson_augmentations, make_dataset
+
     return make_dataset(
         data.records, image_size=image_size, batch_size=batch_size, max_boxes=max_boxes,
-        augment=aug, shuffle=training, seed=seed, drop_remainder=False,
+        augment=lesson_augmentations() if training and augment else None,
+        shuffle=training, seed=seed,
     )
 
 
@@ -304,34 +315,32 @@ def _detect_fn(model, anchors, **decode_kwargs):
     return detect
 
 
-def evaluate_model(model, anchors, dataset, num_classes, difficult=None, iou_threshold=0.5,
+def evaluate_model(model, anchors, dataset, num_classes, ground_truths=None, iou_threshold=0.5,
                    use_07_metric=True, score_threshold=0.01, max_detections=100):
-    """VOC mAP of `model` over a `(images, y_true)` data set (not shuffled).
+    """VOC mAP of `model` over a `(images, y_true)` data set (in a fixed order).
 
-    Ground truth comes from `y_true` (relative yxyx + class, padding -1). `difficult`: optional
-    list, one bool array per image in data-set order (VOC's flag; ignored objects). A low score
-    threshold keeps the low-confidence tail the AP integrates over.
-    Returns `ssd_keras.metrics.evaluate_detections`' dict (`map`, `ap`, ...).
+    Args:
+        ground_truths: optional per-image `(boxes, classes, difficult)` in data-set order (e.g.
+            `DetectionData.ground_truths()`: boxes relative yxyx, all objects, VOC's difficult
+            flags); default: the non-padding rows of `y_true`, none difficult.
+        score_threshold: low, so the low-confidence tail the AP integrates over is kept.
+    Returns:
+        `ssd_keras.metrics.evaluate_detections`' dict (`map`, `ap`, ...).
     """
-    import numpy as np
-
-    from ssd_keras.metrics import evaluate_detections
+    from ssd_keras.metrics import (detections_from_decoded, evaluate_detections,
+                                   ground_truths_from_y_true)
 
     detect = _detect_fn(model, anchors, score_threshold=score_threshold,
                         max_detections=max_detections)
     detections, truths = [], []
     for images, y_true in dataset:
-        out = {k: v.numpy() for k, v in detect(images).items()}
-        y_true = y_true.numpy()
-        for i in range(len(y_true)):
-            n = int(out["num_detections"][i])
-            detections.append((out["boxes"][i, :n], out["scores"][i, :n],
-                               out["classes"][i, :n].astype(np.int64)))
-            keep = y_true[i, :, 4] >= 0
-            idx = len(truths)
-            diff = (np.asarray(difficult[idx], bool) if difficult is not None
-                    else np.zeros(int(keep.sum()), bool))
-            truths.append((y_true[i, keep, :4], y_true[i, keep, 4].astype(np.int64), diff))
+        detections += detections_from_decoded({k: v.numpy() for k, v in detect(images).items()})
+        truths += ground_truths_from_y_true(y_true.numpy())
+    if ground_truths is not None:
+        if len(ground_truths) != len(truths):
+            raise ValueError(f"evaluate_model: {len(ground_truths)} ground truths for "
+                             f"{len(truths)} images")
+        truths = ground_truths
     return evaluate_detections(detections, truths, num_classes, iou_threshold=iou_threshold,
                                use_07_metric=use_07_metric)
 
@@ -352,49 +361,46 @@ def _metrics_json(result, class_names, **extra):
 
 
 def _fit(model, anchors, num_classes, train_ds, epochs, lr, focal, out_dir=None, div=20.0,
-         cut_div=10.0, pos_threshold=0.4, resume=False, verbose=1):
-    """Compile with `SSDLoss` (+ its loc/clas metrics) and train with the one-cycle schedule."""
+         cut_div=10.0, pos_threshold=0.4, verbose="auto"):
+    """Compile with `SSDLoss` (its loc/clas parts logged) and train with the one-cycle schedule
+    (`ssd_keras.training.fit_one_cycle`: the lesson's `fit(lr, 1, cycle_len, use_clr)`)."""
     from ssd_keras.losses import SSDLoss
     from ssd_keras.training import fit_one_cycle
 
     loss = SSDLoss(anchors, num_classes, pos_threshold=pos_threshold, focal=focal)
-    return fit_one_cycle(
-        model, train_ds, epochs=epochs, max_lr=lr, div=div, cut_div=cut_div, loss=loss,
-        out_dir=None if out_dir is None else str(out_dir), verbose=verbose,
-    )
+    return fit_one_cycle(model, train_ds, epochs=epochs, max_lr=lr, div=div, cut_div=cut_div,
+                         loss=loss, out_dir=out_dir, verbose=verbose)
 
 
-def _save_detection_picture(model, info, dataset, path, max_images=6, score_threshold=0.3):
-    """A grid of held-out images: detections vs ground truth (`ssd_keras.viz.show_detections`)."""
+def _save_detection_picture(model, info, dataset, path, max_images=4, score_threshold=0.3):
+    """Held-out images, one per row: ground truth (left) vs detections (right)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from ssd_keras.viz import show_detections
+    from ssd_keras.viz import draw_boxes, show_detections, show_img
 
     detect = _detect_fn(model, info.anchors, score_threshold=score_threshold, max_detections=50)
     images, y_true = next(iter(dataset))
-    images = images[:max_images]
+    images, y_true = images[:max_images], y_true[:max_images].numpy()
     out = {k: v.numpy() for k, v in detect(images).items()}
     n = len(images)
-    cols = min(3, n)
-    rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4 * rows), squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        if i >= n:
-            ax.axis("off")
-            continue
+    fig, axes = plt.subplots(n, 2, figsize=(7, 3.5 * n), squeeze=False)
+    for i in range(n):
+        image = images[i].numpy().astype(np.uint8)
+        gt = y_true[i][y_true[i, :, 4] >= 0]
+        show_img(image, ax=axes[i, 0])
+        draw_boxes(axes[i, 0], image.shape, gt[:, :4], gt[:, 4].astype(int), info.class_names)
+        axes[i, 0].set_title("ground truth")
         k = int(out["num_detections"][i])
-        dets = {"boxes": out["boxes"][i, :k], "scores": out["scores"][i, :k],
-                "classes": out["classes"][i, :k]}
-        gt = y_true[i].numpy()
-        gt = {"boxes": gt[gt[:, 4] >= 0, :4], "classes": gt[gt[:, 4] >= 0, 4].astype(np.int64)}
-        show_detections(images[i].numpy().astype(np.uint8), dets, gt, info.class_names, ax=ax)
+        show_detections(image, {"boxes": out["boxes"][i, :k], "scores": out["scores"][i, :k],
+                                "classes": out["classes"][i, :k]}, None, info.class_names,
+                        ax=axes[i, 1])
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=72)
     plt.close(fig)
     return path
 
@@ -407,27 +413,30 @@ def cmd_demo(args):
     import keras
 
     from ssd_keras.anchors import AnchorConfig
-    from ssd_keras.export import ModelInfo, save_model
+    from ssd_keras.export import save_model
     from ssd_keras.model import build_ssd
 
     focal = _focal(args.focal)
     keras.utils.set_random_seed(args.seed)
     start = time.time()
     anchors = AnchorConfig()  # the lesson's 4x4, 2x2, 1x1 grids, k = 9
-    train = _load_data("shapes", "train", num_images=args.train_images, seed=args.seed)
-    val = _load_data("shapes", "val", num_images=args.val_images, seed=args.seed + 1)
+    # Generated at the model's size: no resize, and disjoint train / val streams.
+    shapes = dict(image_size=args.image_size, seed=args.seed)
+    train = _load_data("shapes", "train", count=args.train_images, **shapes)
+    val = _load_data("shapes", "val", count=args.val_images, **shapes)
     names = list(train.class_names)
     train_ds = _make_dataset(train, args.image_size, args.batch_size, training=True, seed=args.seed)
     val_ds = _make_dataset(val, args.image_size, args.batch_size, training=False)
     model = build_ssd(len(names), anchors, backbone=args.backbone, weights=None,
                       image_size=args.image_size)
-    print(f"demo: {args.backbone} body at {args.image_size}px, {anchors.num_anchors} anchors, "
-          f"{len(names)} classes, {len(train.records)} training / {len(val.records)} held-out images, "
-          f"{args.epochs} epochs, {'focal ' + str(focal) if focal else 'BCE'} loss", flush=True)
+    print(f"demo: {args.backbone} body at {args.image_size} px, {anchors.num_anchors} anchors "
+          f"(grids {anchors.grids}, k={anchors.k}), {len(names)} classes, {len(train)} training / "
+          f"{len(val)} held-out images, {args.epochs} epochs, lr {args.lr}, "
+          f"{'focal ' + str(focal) if focal else 'BCE'} loss", flush=True)
     _fit(model, anchors, len(names), train_ds, args.epochs, args.lr, focal,
-         verbose=2 if args.verbose else 1)
+         verbose=2 if args.verbose else "auto")
     train_time = time.time() - start
-    result = evaluate_model(model, anchors, val_ds, len(names))
+    result = evaluate_model(model, anchors, val_ds, len(names), val.ground_truths())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     info = save_model(model, out / "model.keras", names, anchors, args.image_size,
@@ -436,12 +445,14 @@ def cmd_demo(args):
     total = time.time() - start
     metrics = _metrics_json(result, names, command="demo", backbone=args.backbone,
                             image_size=args.image_size, epochs=args.epochs,
-                            train_images=len(train.records), val_images=len(val.records),
-                            focal=focal, lr=args.lr, train_seconds=round(train_time, 1),
-                            total_seconds=round(total, 1))
+                            train_images=len(train), val_images=len(val), focal=focal,
+                            lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+                            train_seconds=round(train_time, 1), total_seconds=round(total, 1))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    print("held-out AP per class (VOC07 11-point, IoU 0.5):")
     print(_format_metrics(result, names).rsplit("\n", 1)[0])
-    print(f"wrote {out / 'model.keras'}, {picture}, {out / 'metrics.json'} ({total:.0f} s)")
+    print(f"wrote {out / 'model.keras'}, {picture}, {out / 'metrics.json'} "
+          f"(training {train_time:.0f} s, total {total:.0f} s)")
     print(f"mAP: {result['map']:.3f}", flush=True)
     return 0
 
@@ -459,16 +470,16 @@ def cmd_train(args):
     if weights not in (None, "imagenet") and not Path(weights).is_file():
         raise UsageError("--weights", f"file not found: {weights}")
     out = Path(args.out)
-    backup = out / "backup"
-    if backup.exists() and not args.resume:
-        raise UsageError("--out", f"{out} holds a backup of an interrupted run; pass --resume to "
-                                  f"continue it, or choose another --out")
+    if (out / "backup").exists() and not args.resume:
+        raise UsageError("--out", f"{out} holds the backup of an interrupted run; pass --resume "
+                                  f"to continue it, or choose another --out")
     keras.utils.set_random_seed(args.seed)
     anchors = AnchorConfig()
-    train = _load_data(args.data, args.train_split)
+    train, val = _load_splits(args.data, args.train_split, args.val_split, args.seed)
     if args.limit:
         train.records = train.records[: args.limit]
     names = list(train.class_names)
+    # For the checkpoints (last.keras, best.keras) that fit writes into --out.
     write_metadata(out / "ssd_keras.json", names, anchors, args.image_size,
                    extra={"backbone": args.backbone, "data": args.data})
     train_ds = _make_dataset(train, args.image_size, args.batch_size, training=True,
@@ -477,54 +488,48 @@ def cmd_train(args):
         model = build_ssd(len(names), anchors, backbone=args.backbone, weights=weights,
                           image_size=args.image_size)
     except (OSError, ValueError) as e:
-        raise UsageError("--weights" if weights else "--backbone", str(e)) from None
+        raise UsageError("--weights" if weights else "--image-size", str(e)) from None
+    print(f"train: {train.summary()}", flush=True)
     _fit(model, anchors, len(names), train_ds, args.epochs, args.lr, focal, out_dir=out,
-         div=args.div, cut_div=args.cut_div, pos_threshold=args.pos_threshold, resume=args.resume,
-         verbose=2 if args.verbose else 1)
+         div=args.div, cut_div=args.cut_div, pos_threshold=args.pos_threshold,
+         verbose=2 if args.verbose else "auto")
     info = save_model(model, out / "model.keras", names, anchors, args.image_size,
                       extra={"backbone": args.backbone, "data": args.data, "epochs": args.epochs,
                              "lr": args.lr, "focal": focal})
     print(f"wrote {out / 'model.keras'}")
-    if args.val_split.lower() != "none":
-        val = _load_data(args.data, args.val_split, argument="--val-split")
+    if val is not None:
         val_ds = _make_dataset(val, args.image_size, args.batch_size, training=False,
                                max_boxes=args.max_boxes)
-        result = evaluate_model(model, anchors, val_ds, len(names),
-                                difficult=_difficult(val))
+        result = evaluate_model(model, anchors, val_ds, len(names), val.ground_truths())
         (out / "metrics.json").write_text(json.dumps(
-            _metrics_json(result, names, command="train", split=args.val_split), indent=1))
+            _metrics_json(result, names, command="train", data=args.data, split=args.val_split),
+            indent=1))
         print(_format_metrics(result, info.class_names))
     return 0
-
-
-def _difficult(data):
-    """Per-image difficult flags if the records carry them (VOC), else None."""
-    recs = getattr(data, "records", None) or []
-    if recs and all(getattr(r, "difficult", None) is not None for r in recs):
-        return [r.difficult for r in recs]
-    return None
 
 
 def cmd_evaluate(args):
     """Print per-class AP and `mAP: 0.xxx` of `--model` on `--data` / `--split`."""
     model, info = _load_model(args.model)
     kwargs = {}
-    if args.data == "shapes":
-        kwargs = {"num_images": args.limit or 200}
-    data = _load_data(args.data, args.split, **kwargs)
+    if args.data.split(":", 1)[0] == "shapes":  # the demo's held-out stream, at the model's size
+        kwargs = {"count": args.limit or 200, "image_size": info.image_size}
+    split = None if args.data.split(":", 1)[0] in ("coco", "csv") else args.split
+    data = _load_data(args.data, split, **kwargs)
     if args.limit:
         data.records = data.records[: args.limit]
     if list(data.class_names) != list(info.class_names):
-        raise UsageError("--data", f"class names of {args.data!r} ({list(data.class_names)[:5]}...) "
-                                   f"differ from the model's ({info.class_names[:5]}...)")
+        raise UsageError("--data", f"the class names of {args.data!r} ({list(data.class_names)[:4]}"
+                                   f"...) differ from the model's ({info.class_names[:4]}...)")
     ds = _make_dataset(data, info.image_size, args.batch_size, training=False)
-    result = evaluate_model(model, info.anchors, ds, info.num_classes, difficult=_difficult(data),
+    result = evaluate_model(model, info.anchors, ds, info.num_classes, data.ground_truths(),
                             iou_threshold=args.iou, use_07_metric=not args.all_points)
+    print(f"{data.summary()}")
     print(_format_metrics(result, info.class_names))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(_metrics_json(
-            result, info.class_names, model=str(args.model), data=args.data, split=args.split,
+            result, info.class_names, model=str(args.model), data=args.data, split=split,
             metric="all-points" if args.all_points else "voc07-11-point", iou=args.iou), indent=1))
     return 0
 

@@ -1,0 +1,172 @@
+"""`python -m ssd_keras ...`: help, argument errors, and tiny end-to-end runs of every command.
+
+Commands run in-process through `ssd_keras.cli.main(argv)`; only one `--help` and one error
+path go through a real `python -m ssd_keras` subprocess. Sizes are tiny (64 px, a few images,
+one epoch): these tests check the plumbing, the real demo's mAP is measured by bench/demo.py.
+"""
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ssd_keras.cli import main
+
+COMMANDS = ["demo", "train", "evaluate", "predict", "export"]
+
+
+def run_cli(argv):
+    """`main(argv)` with stdout/stderr captured: returns `(status, stdout, stderr)`."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main([str(a) for a in argv])
+    return status, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """One tiny demo run whose model the evaluate/predict/export tests reuse."""
+    out = tmp_path_factory.mktemp("demo")
+    status, stdout, stderr = run_cli([
+        "demo", "--out", out, "--epochs", "1", "--image-size", "64", "--train-images", "32",
+        "--val-images", "8", "--batch-size", "16",
+    ])
+    return out, status, stdout, stderr
+
+
+@pytest.mark.parametrize("command", [None] + COMMANDS)
+def test_help_for_each_command_shows_defaults(command):
+    status, stdout, _ = run_cli(([command] if command else []) + ["--help"])
+    assert status == 0
+    assert "usage: ssd_keras" in stdout
+    if command:
+        assert "(default:" in stdout
+
+
+def test_help_through_python_dash_m():
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, "-m", "ssd_keras", "demo", "--help"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0
+    assert "--image-size IMAGE_SIZE" in proc.stdout and "(default: 128)" in proc.stdout
+    assert "resnet34" in proc.stdout  # the lesson's configuration is documented one flag away
+
+
+def test_user_error_through_python_dash_m_is_a_message_not_a_traceback(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run(
+        [sys.executable, "-m", "ssd_keras", "evaluate", "--model", str(tmp_path / "nope.keras")],
+        capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    assert "ssd_keras evaluate: error: argument --model: model file not found" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["demo", "--epochs", "0"], "argument --epochs: expected a positive integer, got '0'"),
+    (["demo", "--image-size", "16"], "argument --image-size: image size must be at least 32"),
+    (["demo", "--lr", "-1"], "argument --lr: expected a positive number"),
+    (["demo", "--focal", "0.25"], "argument --focal: takes no value or two (ALPHA GAMMA), got 1"),
+    (["demo", "--focal", "2", "1"], "argument --focal: ALPHA must be in (0, 1)"),
+    (["demo", "--backbone", "vgg"], "argument --backbone: invalid choice: 'vgg'"),
+    (["train", "--data", "imagenet"], "argument --data: unknown data source 'imagenet'"),
+    (["train", "--data", "voc"], "argument --data: unknown data source 'voc'"),
+    (["train", "--weights", "/no/such/file.weights.h5"], "argument --weights: file not found"),
+    (["evaluate"], "the following arguments are required: --model"),
+    (["export", "--model", "m.keras", "--format", "onnx", "--out", "x"], "argument --format: invalid choice"),
+])
+def test_bad_arguments_are_named(argv, message):
+    status, _, stderr = run_cli(argv)
+    assert status == 2
+    assert message in stderr
+    assert "Traceback" not in stderr
+
+
+def test_demo_end_to_end_writes_picture_model_and_metrics(demo_run):
+    out, status, stdout, stderr = demo_run
+    assert status == 0, stderr
+    lines = stdout.splitlines()
+    map_lines = [line for line in lines if line.startswith("mAP: ")]
+    assert len(map_lines) == 1 and lines[-1] == map_lines[0]
+    value = float(map_lines[0].split()[1])
+    assert 0.0 <= value <= 1.0
+    assert (out / "detections.png").stat().st_size > 1000
+    assert (out / "detections.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["map"] == pytest.approx(value, abs=5e-4)
+    assert set(metrics["ap"]) == {"circle", "square", "triangle", "diamond", "cross", "ring"}
+    assert (out / "model.keras").is_file()
+
+
+def test_evaluate_reads_the_model_metadata_and_prints_per_class_ap(demo_run, tmp_path):
+    out = demo_run[0]
+    status, stdout, stderr = run_cli(["evaluate", "--model", out / "model.keras", "--data", "shapes",
+                                      "--limit", "8", "--batch-size", "8",
+                                      "--json", tmp_path / "m.json"])
+    assert status == 0, stderr
+    assert stdout.splitlines()[-1].startswith("mAP: ")
+    assert "circle" in stdout and "AP" in stdout
+    saved = json.loads((tmp_path / "m.json").read_text())
+    assert saved["metric"] == "voc07-11-point" and len(saved["ap"]) == 6
+
+
+def test_predict_writes_pictures_and_json_with_relative_and_pixel_boxes(demo_run, tmp_path):
+    from PIL import Image
+
+    out = demo_run[0]
+    rng = np.random.default_rng(0)
+    image_path = tmp_path / "photo.jpg"
+    Image.fromarray(rng.integers(0, 255, (48, 80, 3), dtype=np.uint8)).save(image_path)
+    status, stdout, stderr = run_cli(["predict", "--model", out / "model.keras", image_path,
+                                      "--out", tmp_path / "pred", "--score-threshold", "0.0",
+                                      "--max-detections", "5"])
+    assert status == 0, stderr
+    assert (tmp_path / "pred" / "photo.png").read_bytes()[:4] == b"\x89PNG"
+    results = json.loads((tmp_path / "pred" / "detections.json").read_text())
+    assert results[0]["width"] == 80 and results[0]["height"] == 48
+    dets = results[0]["detections"]
+    assert 0 < len(dets) <= 5
+    for d in dets:
+        ymin, xmin, ymax, xmax = d["box_rel_yxyx"]
+        assert d["box_xyxy"] == pytest.approx([xmin * 80, ymin * 48, xmax * 80, ymax * 48])
+        assert d["class"] in {"circle", "square", "triangle", "diamond", "cross", "ring"}
+
+
+def test_predict_names_an_unreadable_image(demo_run, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 not really a jpeg")
+    status, _, stderr = run_cli(["predict", "--model", demo_run[0] / "model.keras", bad])
+    assert status == 2
+    assert "argument IMAGE:" in stderr and "broken.jpg" in stderr
+
+
+def test_export_savedmodel_and_tflite_from_the_command_line(demo_run, tmp_path):
+    model = demo_run[0] / "model.keras"
+    status, _, stderr = run_cli(["export", "--model", model, "--out", tmp_path / "sm"])
+    assert status == 0, stderr
+    assert (tmp_path / "sm" / "saved_model.pb").is_file()
+    assert json.loads((tmp_path / "sm" / "ssd_keras.json").read_text())["class_names"][0] == "circle"
+    status, _, stderr = run_cli(["export", "--model", model, "--format", "tflite",
+                                 "--out", tmp_path / "m.tflite"])
+    assert status == 0, stderr
+    assert (tmp_path / "m.tflite").stat().st_size > 10_000
+    status, _, stderr = run_cli(["export", "--model", model, "--format", "tflite",
+                                 "--out", tmp_path / "m.bin"])
+    assert status == 2 and "argument --out: a TFLite file name must end in .tflite" in stderr
+
+
+def test_train_writes_model_metadata_and_refuses_to_clobber_a_backup(tmp_path):
+    out = tmp_path / "run"
+    argv = ["train", "--data", "shapes", "--backbone", "tiny", "--image-size", "64", "--epochs", "1",
+            "--batch-size", "8", "--limit", "16", "--val-split", "none", "--out", out]
+    status, stdout, stderr = run_cli(argv)
+    assert status == 0, stderr
+    assert (out / "model.keras").is_file() and (out / "ssd_keras.json").is_file()
+    (out / "backup").mkdir(exist_ok=True)  # what an interrupted run leaves behind
+    status, _, stderr = run_cli(argv)
+    assert status == 2 and "argument --out:" in stderr and "--resume" in stderr
