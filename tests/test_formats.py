@@ -1,0 +1,127 @@
+"""COCO-json and CSV readers: agreement with the VOC reader, fixtures, bad input."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from ssd_keras.data import SAMPLE_VOC, VOC_CLASSES, read_coco_json, read_csv, read_voc, write_csv
+
+FIX = os.path.join(os.path.dirname(__file__), "fixtures")
+SAMPLE_JSON = os.path.join(os.path.dirname(os.path.dirname(SAMPLE_VOC)), "voc2007_sample", "pascal_train2007.json")
+IMAGES = os.path.join(SAMPLE_VOC, "JPEGImages")
+
+
+def test_json_agrees_with_xml_on_sample():
+    js = read_coco_json(SAMPLE_JSON, images_dir=IMAGES)
+    xml = read_voc(SAMPLE_VOC, "train")
+    assert js.class_names == VOC_CLASSES
+    by_id = {r.image_id: r for r in xml.records}
+    assert sorted(r.image_id for r in js.records) == sorted(by_id)
+    for r in js.records:
+        x = by_id[r.image_id]
+        assert (r.width, r.height, r.path) == (x.width, x.height, x.path)
+        np.testing.assert_array_equal(r.classes, x.classes)
+        np.testing.assert_allclose(r.boxes, x.boxes, atol=1e-7)
+    # The course's plain json has ignore = 0 everywhere; the _with_ignore copy flags difficult.
+    assert not any(r.difficult.any() for r in js.records)
+    ign = read_coco_json(SAMPLE_JSON.replace(".json", "_with_ignore.json"), images_dir=IMAGES)
+    for r in ign.records:
+        np.testing.assert_array_equal(r.difficult, by_id[r.image_id].difficult)
+    easy = read_coco_json(SAMPLE_JSON.replace(".json", "_with_ignore.json"), images_dir=IMAGES, keep_difficult=False)
+    assert easy.num_objects == xml.num_objects - 174
+
+
+def test_json_default_images_dir_is_course_layout():
+    # <json dir>/VOCdevkit/VOC2007/JPEGImages is absent next to the sample json; JPEGImages isn't either,
+    # so the default falls back to the json's folder and the images are reported missing.
+    with pytest.raises(ValueError, match="image file missing"):
+        read_coco_json(SAMPLE_JSON)
+
+
+def test_json_fixture():
+    data = read_coco_json(os.path.join(FIX, "lesson.json"), images_dir=os.path.join(FIX, "voc", "VOC2007", "JPEGImages"))
+    a, empty = data.records
+    np.testing.assert_allclose(a.boxes, [[0, 0, 0.5, 0.5], [8 / 48, 0.25, 1, 1]], atol=1e-7)
+    assert [VOC_CLASSES[c] for c in a.classes] == ["dog", "person"]
+    assert a.difficult.tolist() == [False, True]  # ignore = 1 on the person
+    assert empty.num_objects == 0
+    assert read_coco_json(os.path.join(FIX, "lesson.json"), images_dir=os.path.join(FIX, "voc", "VOC2007", "JPEGImages"),
+                          use_ignore=False).records[0].difficult.tolist() == [False, False]
+
+
+def test_json_bad_input(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="bad.json: cannot read COCO json"):
+        read_coco_json(bad)
+    bad.write_text(json.dumps({"images": []}))
+    with pytest.raises(ValueError, match="no 'annotations' key"):
+        read_coco_json(bad)
+    d = json.load(open(os.path.join(FIX, "lesson.json")))
+    d["annotations"][0]["bbox"] = [0, 0, 100, 24]  # wider than the 64 px image
+    d["annotations"][1]["category_id"] = 99
+    bad.write_text(json.dumps(d))
+    imgs = os.path.join(FIX, "voc", "VOC2007", "JPEGImages")
+    with pytest.raises(ValueError, match=r"img_a.jpg.*unknown category_id 99"):
+        read_coco_json(bad, images_dir=imgs)
+    d["annotations"][1]["category_id"] = 15
+    bad.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match=r"img_a.jpg.*outside the 64x48 image"):
+        read_coco_json(bad, images_dir=imgs)
+    skipped = read_coco_json(bad, images_dir=imgs, on_error="skip")
+    assert [r.image_id for r in skipped.records] == ["img_empty"] and len(skipped.skipped) == 1
+
+
+def test_csv_fixture_matches_voc():
+    data = read_csv(os.path.join(FIX, "lesson.csv"))
+    assert data.class_names == VOC_CLASSES
+    voc = read_voc(os.path.join(FIX, "voc", "VOC2007"), "train")
+    for r, v in zip(data.records, voc.records):
+        assert r.image_id == v.image_id and (r.width, r.height) == (v.width, v.height)
+        np.testing.assert_allclose(r.boxes, v.boxes, atol=1e-7)
+        np.testing.assert_array_equal(r.classes, v.classes)
+
+
+def test_csv_round_trip_on_sample(tmp_path):
+    xml = read_voc(SAMPLE_VOC, "train")
+    path = tmp_path / "sample.csv"
+    write_csv(xml, path, images_dir=IMAGES)
+    first = path.read_text().splitlines()[:2]
+    assert first[0] == "fn,bbox,clas"
+    back = read_csv(path, images_dir=IMAGES)
+    assert back.class_names == VOC_CLASSES and len(back) == len(xml)
+    for r, x in zip(back.records, xml.records):
+        np.testing.assert_allclose(r.boxes, x.boxes, atol=1e-6)
+        np.testing.assert_array_equal(r.classes, x.classes)
+    row12 = next(line for line in path.read_text().splitlines() if line.startswith("000012.jpg"))
+    assert row12 == "000012.jpg,96 155 269 350,car"  # the course's hw_bb: 0-based inclusive tlbr
+
+
+def test_csv_bad_input(tmp_path):
+    imgs = os.path.join(FIX, "voc", "VOC2007", "JPEGImages")
+    p = tmp_path / "x.csv"
+    p.write_text("fn,boxes\na.jpg,1 2 3 4\n")
+    with pytest.raises(ValueError, match="expected columns 'fn' and 'bbox'"):
+        read_csv(p)
+    p.write_text("fn,bbox\na.jpg,1 2 3 4\n")
+    with pytest.raises(ValueError, match="no class column"):
+        read_csv(p)
+    cases = {
+        "img_a.jpg,0 0 23,dog": "3 bbox numbers for 1 class labels",
+        "img_a.jpg,0 0 23 31,unicorn": "unknown class name 'unicorn'",
+        "img_a.jpg,0 0 23 x,dog": "non-numeric bbox",
+        "img_a.jpg,0 40 23 31,dog": "xmax < xmin",
+        "bad_zero.jpg,0 0 23 31,dog": "empty",
+        "bad_corrupt.jpg,0 0 23 31,dog": "truncated JPEG",
+        "nothere.jpg,0 0 23 31,dog": "image file missing",
+    }
+    for row, msg in cases.items():
+        p.write_text("fn,bbox,clas\n" + row + "\n")
+        with pytest.raises(ValueError, match=msg):
+            read_csv(p, images_dir=imgs, class_names=VOC_CLASSES)
+    p.write_text("fn,bbox,clas\n" + "\n".join(cases) + "\nimg_a.jpg,0 0 23 31,11\n")
+    data = read_csv(p, images_dir=imgs, class_names=VOC_CLASSES, on_error="skip")
+    assert len(data.skipped) == len(cases) and len(data) == 1
+    assert data.records[0].classes.tolist() == [11]  # integer labels are ids
