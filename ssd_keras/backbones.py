@@ -258,10 +258,13 @@ def get_backbone(name="resnet34", weights=None, input_shape=(224, 224, 3)):
     if name in ("resnet50", "mobilenetv2"):
         body = _application_body(name, "imagenet" if weights == "imagenet" else None, input_shape)
     elif name == "resnet34":
-        body = resnet34_body(input_shape)
-        if weights == "imagenet":
+        state = None
+        if weights == "imagenet":  # download (or fail) before the build
             path = _download(RESNET34_URL, os.path.basename(RESNET34_URL), "torchvision resnet34")
-            load_torchvision_resnet34(body, _load_torch_file(path))
+            state = _load_torch_file(path)
+        body = resnet34_body(input_shape)
+        if state is not None:
+            load_torchvision_resnet34(body, state)
     else:
         body = tiny_body(input_shape)
 
