@@ -8,7 +8,7 @@ Boxes are the tight box of each object's drawn pixels, relative yxyx; objects pa
 may cover parts of earlier ones, so placements that hide more than 30% of an earlier object are
 rejected.
 
-Generated with numpy (about 1 ms per 128 px image), no download, no cache needed: image `i`
+Generated with numpy (a few ms per 128 px image), no download, no cache needed: image `i`
 of split `s` depends only on `(seed, s, i)`, so `count` can change without changing images.
 """
 
@@ -124,6 +124,8 @@ def make_shapes(count=1000, image_size=128, split="train", seed=0, min_objects=1
         raise ValueError(f"need 0 < min_size <= max_size <= 1, got {min_size}, {max_size}")
     if not 0 <= min_objects <= max_objects:
         raise ValueError(f"need 0 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
+    if isinstance(split, str) and split not in _SPLITS:
+        raise ValueError(f"shapes: split must be one of {sorted(_SPLITS)} or an int, got {split!r}")
     stream = _SPLITS[split] if isinstance(split, str) else int(split)
     records = []
     for i in range(count):

@@ -1,0 +1,63 @@
+"""The embedded `shapes` data set: deterministic, varied, tight boxes."""
+
+import numpy as np
+import pytest
+
+from ssd_keras.data import SHAPE_CLASSES, load_source, make_shapes
+
+
+def test_deterministic_and_index_stable():
+    a = make_shapes(count=6, image_size=64, seed=1)
+    b = make_shapes(count=3, image_size=64, seed=1)
+    for ra, rb in zip(a.records, b.records):  # image i depends on (seed, split, i) only
+        np.testing.assert_array_equal(ra.image, rb.image)
+        np.testing.assert_array_equal(ra.boxes, rb.boxes)
+    c = make_shapes(count=3, image_size=64, seed=2)
+    v = make_shapes(count=3, image_size=64, seed=1, split="val")
+    assert not np.array_equal(a.records[0].image, c.records[0].image)
+    assert not np.array_equal(a.records[0].image, v.records[0].image)
+
+
+def test_contents_and_statistics():
+    data = make_shapes(count=150, image_size=64, seed=0)
+    assert data.class_names == SHAPE_CLASSES and len(SHAPE_CLASSES) >= 4
+    counts = np.array([r.num_objects for r in data.records])
+    assert counts.min() >= 1 and counts.max() >= 6 and counts.max() <= 8
+    classes = np.concatenate([r.classes for r in data.records])
+    assert set(classes.tolist()) == set(range(len(SHAPE_CLASSES)))
+    assert np.bincount(classes).min() > 0.5 * np.bincount(classes).mean()  # roughly balanced
+    boxes = np.concatenate([r.boxes for r in data.records])
+    assert boxes.min() >= 0 and boxes.max() <= 1
+    h, w = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    side = np.sqrt(h * w)
+    assert side.min() > 0.05 and side.max() <= 0.7 and np.ptp(side) > 0.3  # varied, anchor-sized
+    assert np.ptp(np.log(h / w)) > 0.6  # varied aspect ratios
+    r = data.records[0]
+    assert r.image.shape == (64, 64, 3) and r.image.dtype == np.uint8 and r.path is None
+    assert not r.difficult.any()
+
+
+def test_boxes_are_tight_around_objects():
+    # One object per image on a flat check: the box must be exactly where the pixels changed.
+    data = make_shapes(count=20, image_size=64, seed=5, min_objects=1, max_objects=1)
+    for r in data.records:
+        assert r.num_objects == 1
+        y0, x0, y1, x1 = np.round(r.boxes[0] * 64).astype(int)
+        img = r.image.astype(float)
+        inside = img[y0:y1, x0:x1]
+        # Every border row/column of the box holds object pixels: the colour inside differs
+        # from the mean of the image outside the box by far more than the noise.
+        outside = np.ones((64, 64), bool)
+        outside[y0:y1, x0:x1] = False
+        for edge in (inside[0], inside[-1], inside[:, 0], inside[:, -1]):
+            assert np.abs(edge - img[outside].mean(0)).sum(-1).max() > 60
+
+
+def test_load_source_shapes_and_bad_arguments():
+    d = load_source("shapes", count=4, image_size=32, split="test")
+    assert len(d) == 4 and d.records[0].image.shape == (32, 32, 3) and d.name == "shapes:test"
+    assert len(load_source("shapes:5", image_size=32)) == 5
+    with pytest.raises(ValueError, match="min_size"):
+        make_shapes(count=1, min_size=0.8, max_size=0.2)
+    with pytest.raises(ValueError, match="split must be one of"):
+        make_shapes(count=1, split="holdout")
