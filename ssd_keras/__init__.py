@@ -18,4 +18,15 @@ from ssd_keras.decode import DecodeDetections, decode_detections
 from ssd_keras.layers import OutConv, SSDHead, SSDMultiHead, StdConv, flatten_conv
 from ssd_keras.model import build_detector, build_ssd
 
+from ssd_keras.data import (
+    VOC_CLASSES,
+    DetectionData,
+    Record,
+    lesson_augmentations,
+    load_source,
+    make_dataset,
+    make_shapes,
+    read_voc,
+)
+
 __version__ = "0.1.0"
