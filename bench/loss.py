@@ -1,0 +1,192 @@
+"""SSDLoss forward + backward per batch, next to the lesson's per-image PyTorch loop.
+
+Batch 64, the lesson's final anchors (4x4, 2x2, 1x1 grids, k = 9: 189 anchors), 20 classes,
+VOC-like targets: 1–20 objects per image drawn from a geometric distribution with mean 2.5
+(VOC 2007 trainval has 2.5 objects per image, median 2), padded to 20 rows. Timed, on the
+same CPU in the same process:
+
+* the lesson: `ssd_loss` from `ssd_keras.lesson_torch` (its Python loop over images, torch
+  2.13 eager) + `backward()` to the model output;
+* `SSDLoss` (with its `y_true` checks on, as users run it): eager, `tf.function`, and
+  `tf.function(jit_compile=True)` (XLA), each computing the loss and its gradient w.r.t.
+  `y_pred` with a `GradientTape`.
+
+Each row is the median over timed repeats after warm-up (tracing / XLA compilation). The
+values are checked against each other (relative difference printed) so the timing compares
+the same computation.
+
+    python bench/loss.py                 # quick: BCE, a few seconds
+    python bench/loss.py --full          # BCE and focal, more repeats
+    python bench/loss.py --json out/loss.json
+
+`run(quick=True) -> list[dict]` gives the rows to `bench/run.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np  # noqa: E402
+
+BATCH, NUM_CLASSES, MAX_BOXES = 64, 20, 20
+
+
+def voc_like_batch(seed=0, batch=BATCH, num_classes=NUM_CLASSES, max_boxes=MAX_BOXES, num_anchors=189):
+    """(y_true [B, max_boxes, 5] with -1 padding, y_pred [B, A, 4 + C + 1], counts [B])."""
+    rng = np.random.default_rng(seed)
+    counts = np.clip(rng.geometric(0.4, batch), 1, max_boxes)
+    y_true = np.zeros((batch, max_boxes, 5), np.float32)
+    y_true[..., 4] = -1
+    for b, n in enumerate(counts):
+        hw = rng.uniform(0.05, 0.9, (n, 2))
+        tl = rng.uniform(0, 1, (n, 2)) * (1 - hw)
+        y_true[b, :n, :4] = np.concatenate([tl, tl + hw], 1)
+        y_true[b, :n, 4] = rng.integers(0, num_classes, n)
+    y_pred = rng.normal(size=(batch, num_anchors, 4 + num_classes + 1)).astype(np.float32)
+    y_pred[..., 4:] -= 3.0  # logits near the head's initial bias, as at the start of training
+    return y_true, y_pred, counts
+
+
+def _time(fn, warmup, repeats):
+    """Median wall and process-CPU milliseconds per call (CPU time: all threads together)."""
+    for _ in range(warmup):
+        fn()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return 1000 * float(np.median(wall)), 1000 * float(np.median(cpu))
+
+
+def run(quick=True, focal=None, seed=0, use_gpu=False):
+    """Time the loss; returns one dict per implementation (and per loss kind).
+
+    `focal=None` times BCE (and, unless `quick`, the lesson's focal loss too); pass
+    `focal=False` / `True` to pick one. `use_gpu=False` hides GPUs from TensorFlow so both
+    frameworks run on the same CPU.
+    """
+    import tensorflow as tf
+
+    if not use_gpu:
+        try:
+            tf.config.set_visible_devices([], "GPU")
+        except RuntimeError:  # devices already initialised by the caller; keep them
+            pass
+    import torch
+
+    from ssd_keras import AnchorConfig, SSDLoss
+    from ssd_keras import lesson_torch as lt
+
+    kinds = [False] if (quick and focal is None) else ([False, True] if focal is None else [bool(focal)])
+    warmup, reps_tf, reps_torch = (2, 10, 3) if quick else (3, 50, 10)
+    anchors = AnchorConfig()
+    y_true, y_pred, counts = voc_like_batch(seed, num_anchors=anchors.num_anchors)
+    lesson_anchors = lt.make_anchors()
+    targ = lt.targets_from_y_true(y_true)
+    device = tf.config.list_logical_devices("GPU")[0].name if (use_gpu and tf.config.list_logical_devices("GPU")) else "CPU"
+    common = dict(
+        bench="loss", batch=BATCH, anchors=anchors.num_anchors, classes=NUM_CLASSES,
+        objects_median=float(np.median(counts)), objects_mean=float(np.mean(counts)),
+        objects_max=int(counts.max()), tf_device=device, torch_threads=torch.get_num_threads(),
+        cpu=platform.processor() or platform.machine(), cpu_count=os.cpu_count(),
+        load_average=os.getloadavg()[0],
+    )
+    rows = []
+    for use_focal in kinds:
+        kind = "focal" if use_focal else "bce"
+        loss_f = lt.FocalLoss(NUM_CLASSES) if use_focal else lt.BCE_Loss(NUM_CLASSES)
+
+        def torch_step():
+            leaf, pred = lt.pred_from_y_pred(y_pred, requires_grad=True)
+            value = lt.ssd_loss(pred, targ, lesson_anchors, loss_f) / BATCH
+            value.backward()
+            return value.item(), leaf.grad
+
+        ref_value = torch_step()[0]
+        torch_ms, torch_cpu = _time(torch_step, 1, reps_torch)
+        rows.append(dict(common, name="lesson ssd_loss, PyTorch per-image loop", loss=kind,
+                         framework=f"torch {torch.__version__} eager", ms_per_batch=torch_ms,
+                         cpu_ms_per_batch=torch_cpu, speedup=1.0, cpu_speedup=1.0, rel_diff=0.0,
+                         repeats=reps_torch))
+
+        loss = SSDLoss(anchors, NUM_CLASSES, focal=(0.25, 1.0) if use_focal else None)
+        yt, yp = tf.constant(y_true), tf.constant(y_pred)
+
+        def step(yt, yp):
+            with tf.GradientTape() as tape:
+                tape.watch(yp)
+                value = loss(yt, yp)
+            return value, tape.gradient(value, yp)
+
+        variants = [
+            ("SSDLoss eager", step),
+            ("SSDLoss tf.function", tf.function(step)),
+            ("SSDLoss XLA (jit_compile=True)", tf.function(step, jit_compile=True)),
+        ]
+        for name, fn in variants:
+            value = float(fn(yt, yp)[0])
+
+            def timed(fn=fn):
+                # .numpy() on the gradient: wait for the result (matters on GPU).
+                return fn(yt, yp)[1].numpy()
+
+            ms, cpu = _time(timed, warmup, reps_tf)
+            rows.append(dict(common, name=name, loss=kind, framework=f"tensorflow {tf.__version__}",
+                             ms_per_batch=ms, speedup=torch_ms / ms, cpu_ms_per_batch=cpu,
+                             cpu_speedup=torch_cpu / cpu,
+                             rel_diff=abs(value - ref_value) / abs(ref_value), repeats=reps_tf))
+    return rows
+
+
+def markdown(rows):
+    """The rows as a Markdown table."""
+    lines = [
+        "| loss | implementation | ms / batch (wall) | speed-up | CPU ms / batch | CPU speed-up | rel. diff of value |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['loss']} | {r['name']} | {r['ms_per_batch']:.2f} | {r['speedup']:.1f}× | "
+            f"{r['cpu_ms_per_batch']:.2f} | {r['cpu_speedup']:.1f}× | {r['rel_diff']:.1e} |"
+        )
+    r = rows[0]
+    lines.append("")
+    lines.append(
+        f"batch {r['batch']}, {r['anchors']} anchors, {r['classes']} classes, objects per image "
+        f"median {r['objects_median']:g} / mean {r['objects_mean']:.2f} / max {r['objects_max']}; "
+        f"TF device {r['tf_device']}, torch threads {r['torch_threads']}, {r['cpu_count']} CPUs, "
+        f"load average before the run {r['load_average']:.1f}. Speed-ups are against the lesson's "
+        "loop; CPU ms counts all threads of the process (steadier than wall time on a busy machine)."
+    )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--full", action="store_true", help="BCE and focal, more repeats")
+    p.add_argument("--focal", action="store_true", help="time only the focal loss")
+    p.add_argument("--gpu", action="store_true", help="let TensorFlow use a GPU (torch stays on CPU)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="write the rows to this file")
+    args = p.parse_args(argv)
+    rows = run(quick=not args.full, focal=True if args.focal else None, seed=args.seed, use_gpu=args.gpu)
+    print(markdown(rows))
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return rows
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
