@@ -1,0 +1,122 @@
+"""build_ssd / build_detector: shapes, training with SSDLoss, `.keras` round trips, weights
+files, mixed precision, layer groups, errors. Tiny body at 64 px to stay fast."""
+
+import keras
+import numpy as np
+import pytest
+
+from ssd_keras.anchors import AnchorConfig
+from ssd_keras.backbones import layer_groups
+from ssd_keras.decode import decode_detections
+from ssd_keras.layers import SSDHead, SSDMultiHead
+from ssd_keras.losses import SSDLoss
+from ssd_keras.model import build_detector, build_ssd
+
+SIZE, C = 64, 3
+
+
+def _images(n=4, seed=0):
+    return np.random.RandomState(seed).uniform(0, 255, (n, SIZE, SIZE, 3)).astype("float32")
+
+
+def _targets(n=4, seed=0):
+    """y_true [n, 3, 5]: 1–3 random boxes per image, class -1 padding."""
+    rng = np.random.RandomState(seed)
+    y = np.zeros((n, 3, 5), "float32")
+    y[..., 4] = -1
+    for i in range(n):
+        for j in range(1 + i % 3):
+            tl = rng.uniform(0, 0.6, 2)
+            y[i, j, :2], y[i, j, 2:4] = tl, tl + rng.uniform(0.15, 0.4, 2)
+            y[i, j, 4] = rng.randint(C)
+    return y
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_ssd(C, AnchorConfig(), backbone="tiny", image_size=SIZE)
+
+
+def test_output_shape_dtype_and_structure(model):
+    y = model.predict(_images(2), verbose=0)
+    assert y.shape == (2, 189, 4 + C + 1) and y.dtype == np.float32
+    assert [l.name for l in model.layers] == ["images", "backbone", "head", "y_pred"]
+    assert isinstance(model.get_layer("head"), SSDMultiHead)
+    assert model.get_layer("head").bias == -4.0 and model.get_layer("head").dropout == 0.4
+
+
+def test_single_grid_anchors_pick_the_single_head():
+    m = build_ssd(C, AnchorConfig.single_grid(4), backbone="tiny", image_size=SIZE)
+    head = m.get_layer("head")
+    assert isinstance(head, SSDHead) and (head.bias, head.dropout) == (-3.0, 0.25)
+    assert m.output.shape == (None, 16, 4 + C + 1)
+
+
+def test_fit_lowers_the_loss():
+    # Fresh model, graph-mode fit (the users' path), the same batch every step.
+    anchors = AnchorConfig()
+    m = build_ssd(C, anchors, backbone="tiny", image_size=SIZE)
+    m.compile(keras.optimizers.Adam(1e-3), loss=SSDLoss(anchors, C))
+    x, y = _images(8), _targets(8)
+    losses = m.fit(x, y, batch_size=8, epochs=4, verbose=0).history["loss"]
+    assert np.all(np.isfinite(losses))
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_keras_round_trip_same_predictions(model, tmp_path):
+    x = _images(2, seed=1)
+    path = str(tmp_path / "ssd.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)  # custom layers registered: no custom_objects
+    np.testing.assert_array_equal(np.asarray(loaded(x, training=False)), np.asarray(model(x, training=False)))
+
+
+def test_whole_model_weights_file(model, tmp_path):
+    path = str(tmp_path / "ssd.weights.h5")
+    model.save_weights(path)
+    other = build_ssd(C, AnchorConfig(), backbone="tiny", image_size=SIZE, weights=path)
+    x = _images(1, seed=2)
+    np.testing.assert_array_equal(np.asarray(other(x)), np.asarray(model(x)))
+
+
+def test_detector_equals_predict_plus_decode(model, tmp_path):
+    anchors = AnchorConfig()
+    det = build_detector(model, anchors, score_threshold=0.01, max_detections=10)
+    x = _images(2, seed=3)
+    got = {k: np.asarray(v) for k, v in det(x, training=False).items()}
+    want = decode_detections(model(x, training=False), anchors, 0.01, max_detections=10)
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key].numpy(), atol=1e-6)
+    assert got["num_detections"].min() > 0
+    path = str(tmp_path / "det.keras")
+    det.save(path)
+    again = keras.models.load_model(path)(x, training=False)
+    np.testing.assert_array_equal(np.asarray(again["classes"]), got["classes"])
+
+
+def test_mixed_precision_output_is_float32():
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        m = build_ssd(C, AnchorConfig(), backbone="tiny", image_size=SIZE)
+        y = m(_images(1))
+        assert m.get_layer("head").compute_dtype == "float16"
+        assert y.dtype == "float32" and np.all(np.isfinite(np.asarray(y)))
+    finally:
+        keras.config.set_dtype_policy(policy)
+
+
+def test_layer_groups_of_the_model(model):
+    early, late, head = layer_groups(model)
+    assert [l.name for l in head] == ["head", "y_pred"]
+    assert early and late
+    assert not set(map(id, early)) & set(map(id, late))
+
+
+def test_bad_sizes_and_arguments():
+    with pytest.raises(ValueError, match=r"backbone='tiny'.*3x3 feature map \(image_size=48\).*grids=\(4, 2, 1\)"):
+        build_ssd(C, AnchorConfig(), backbone="tiny", image_size=48)
+    with pytest.raises(ValueError, match="head must be"):
+        build_ssd(C, backbone="tiny", image_size=SIZE, head="double")
+    with pytest.raises(ValueError, match="one grid"):
+        build_ssd(C, AnchorConfig(), backbone="tiny", image_size=SIZE, head="single")
