@@ -106,10 +106,11 @@ def draw_boxes(ax, image_shape, boxes, classes=None, class_names=None, scores=No
             draw_text(ax, b[:2], label, sz=sz, color=col)
 
 
-def _grid(n, cols, size):
+def _grid(n, cols, size, aspect=1.0):
+    """`n` axes in `cols` columns; `aspect` = height / width of the images."""
     cols = min(cols, n)
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows * aspect + 0.3 * rows), squeeze=False)
     for ax in axes.flat[n:]:
         ax.axis("off")
     return fig, axes.flat
@@ -142,7 +143,7 @@ def show_augmentations(image, boxes, classes, augment, class_names=None, n=9, se
     image = tf.convert_to_tensor(_to_numpy(image), tf.float32)
     boxes = tf.convert_to_tensor(_to_numpy(boxes), tf.float32)
     classes = tf.convert_to_tensor(_to_numpy(classes), tf.int32)
-    fig, axes = _grid(n, 3, size)
+    fig, axes = _grid(n, 3, size, aspect=float(image.shape[0]) / float(image.shape[1]))
     for i, ax in enumerate(axes):
         if i >= n:
             break

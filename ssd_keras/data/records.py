@@ -121,7 +121,10 @@ class DetectionData:
         """Deterministic random split into two `DetectionData` (`fraction` of images first)."""
         order = np.random.default_rng(seed).permutation(len(self.records))
         cut = int(round(fraction * len(order)))
-        pick = lambda idx: DetectionData([self.records[i] for i in sorted(idx)], self.class_names, self.name)  # noqa: E731
+
+        def pick(idx):
+            return DetectionData([self.records[i] for i in sorted(idx)], self.class_names, self.name)
+
         return pick(order[:cut]), pick(order[cut:])
 
     def dataset(self, image_size: int, batch_size: int, **kwargs):
