@@ -36,7 +36,8 @@ def build_ssd(
         num_classes: object classes `C` (without background).
         anchors: `AnchorConfig` (default: the lesson's 4×4, 2×2, 1×1 grids, k = 9, 189 anchors).
         backbone: a `get_backbone` name ("resnet34", "resnet50", "mobilenetv2", "tiny") or a
-            `keras.Model` taking 0–255 images of shape `[S, S, 3]`.
+            `keras.Model` taking 0–255 images of shape `[S, S, 3]` (normalising them itself)
+            to one feature map.
         weights: for the body: None, "imagenet", or a local file (a body `.weights.h5`, a
             torchvision `.pth` for resnet34). A `.weights.h5` saved from a whole `build_ssd`
             model with the same arguments is loaded into the whole model instead.
@@ -60,9 +61,19 @@ def build_ssd(
 
     local_model_weights = None
     if isinstance(backbone, keras.Model):
-        body = backbone
         if weights is not None:
             raise ValueError("build_ssd: pass weights=None with a backbone model (load its weights yourself)")
+        if tuple(backbone.inputs[0].shape[1:]) != (image_size, image_size, 3):
+            raise ValueError(
+                f"build_ssd: the backbone model takes {tuple(backbone.inputs[0].shape[1:])} "
+                f"images but image_size={image_size}"
+            )
+        # layer_groups finds the body by this name; a functional re-wrap shares the layers.
+        if len(backbone.outputs) != 1:
+            raise ValueError(f"build_ssd: the backbone model must have one output, it has {len(backbone.outputs)}")
+        body = backbone if backbone.name == "backbone" else keras.Model(
+            backbone.inputs, backbone.outputs[0], name="backbone"
+        )
     else:
         body_weights = weights
         if isinstance(weights, str) and weights.endswith(".weights.h5") and _is_whole_model_file(weights):

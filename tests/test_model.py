@@ -113,6 +113,18 @@ def test_layer_groups_of_the_model(model):
     assert not set(map(id, early)) & set(map(id, late))
 
 
+def test_custom_backbone_model():
+    inputs = keras.Input((SIZE, SIZE, 3))
+    feats = keras.layers.Conv2D(8, 3, strides=16, padding="same", name="c")(inputs)
+    body = keras.Model(inputs, feats, name="my_body")
+    m = build_ssd(C, AnchorConfig(grids=(4, 2)), backbone=body, image_size=SIZE)
+    assert m.output.shape == (None, 20 * 9, 4 + C + 1)
+    early, late, head = layer_groups(m)
+    assert m.get_layer("backbone").get_layer("c") is body.get_layer("c")
+    with pytest.raises(ValueError, match=r"takes \(64, 64, 3\) images but image_size=128"):
+        build_ssd(C, backbone=body, image_size=128)
+
+
 def test_bad_sizes_and_arguments():
     with pytest.raises(ValueError, match=r"backbone='tiny'.*3x3 feature map \(image_size=48\).*grids=\(4, 2, 1\)"):
         build_ssd(C, AnchorConfig(), backbone="tiny", image_size=48)
