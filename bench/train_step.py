@@ -1,0 +1,366 @@
+"""Training-step throughput: Keras `fit` vs the same model in PyTorch, and as a fraction of peak.
+
+The model is the lesson's final one: ResNet34 body at 224×224, `SSD_MultiHead` with k = 9
+(189 anchors), 20 classes. Both sides train on the same synthetic batch (random 0–255 images,
+VOC-like targets: 1–20 objects per image, median 2) with Adam:
+
+* Keras: `build_ssd(...)` + `SSDLoss`, `model.fit` on a `tf.data` set that repeats one batch in
+  memory (so the input pipeline is not measured — `bench/pipeline.py` does that), with and
+  without XLA (`jit_compile`), and with mixed precision (`--mixed-precision`).
+* PyTorch 2.13: `LessonSSD` (`ssd_keras.lesson_torch_model`) + the lesson's `ssd_loss` with
+  `BCE_Loss` (`ssd_keras.lesson_torch`, the per-image loop the lesson uses), eager NCHW, eager
+  `channels_last`, and `torch.compile` of the model (the loss stays eager: its per-image Python
+  loop with data-dependent shapes would only break the graph).
+
+Throughput is images per second over the timed steps, after warm-up steps (tracing, XLA /
+inductor compilation, allocator warm-up); the cases are timed in interleaved rounds and the
+median round is reported, so that load from other processes hits all cases alike. Achieved GFLOP/s = img/s × training FLOPs per image,
+where training FLOPs = 3 × the forward convolution FLOPs (forward, input gradient, weight
+gradient) counted from the conv shapes of the traced Keras graph; the fraction of peak divides
+by the best measured fp32 matmul (`bench/peak.py`).
+
+    python bench/train_step.py                    # quick: batch 16, 2 warm-up steps, 2 rounds × 2 steps
+    python bench/train_step.py --full             # batch 32, 2 warm-up steps, 3 rounds × 5 steps
+    python bench/train_step.py --mixed-precision  # add mixed_bfloat16 (CPU) / mixed_float16 (GPU)
+    python bench/train_step.py --only keras-xla,torch-eager --batch-size 8 --steps 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+
+NUM_CLASSES = 20
+IMAGE_SIZE = 224
+MAX_BOXES = 20
+
+KERAS_CASES = ("keras", "keras-xla", "keras-mp", "keras-xla-mp")
+TORCH_CASES = ("torch-eager", "torch-channels-last", "torch-compile", "torch-mp")
+ALL_CASES = KERAS_CASES + TORCH_CASES
+
+
+# --------------------------------------------------------------------------------------------
+# Synthetic data shared by both frameworks
+# --------------------------------------------------------------------------------------------
+
+
+def synthetic_batch(batch_size, image_size=IMAGE_SIZE, num_classes=NUM_CLASSES, max_boxes=MAX_BOXES, seed=0):
+    """Random 0–255 RGB images `[B, S, S, 3]` float32 and VOC-like `y_true [B, max_boxes, 5]`.
+
+    Boxes are relative yxyx, 1 + Poisson(1.2) objects per image (median 2, as VOC 2007's 2.4
+    mean), capped at `max_boxes`, the first image always full; padding rows have class -1.
+    """
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0, 255, (batch_size, image_size, image_size, 3)).astype(np.float32)
+    y_true = np.zeros((batch_size, max_boxes, 5), np.float32)
+    y_true[..., 4] = -1
+    counts = np.minimum(1 + rng.poisson(1.2, batch_size), max_boxes)
+    counts[0] = max_boxes
+    for i, n in enumerate(counts):
+        centre = rng.uniform(0.15, 0.85, (n, 2))
+        size = rng.uniform(0.08, 0.7, (n, 2))
+        lo = np.clip(centre - size / 2, 0, 1)
+        hi = np.clip(centre + size / 2, 0, 1)
+        y_true[i, :n, :2], y_true[i, :n, 2:4] = lo, hi
+        y_true[i, :n, 4] = rng.integers(0, num_classes, n)
+    return images, y_true
+
+
+# --------------------------------------------------------------------------------------------
+# FLOPs
+# --------------------------------------------------------------------------------------------
+
+
+def keras_conv_flops(model, image_size=IMAGE_SIZE) -> int:
+    """Forward FLOPs per image (2 × multiply-adds) of every Conv2D / depthwise conv in `model`.
+
+    Read from the shapes in the traced inference graph, so nested models and custom layers
+    are included and nothing depends on layer naming.
+    """
+    import tensorflow as tf
+
+    fn = tf.function(lambda x: model(x, training=False))
+    graph = fn.get_concrete_function(tf.TensorSpec([1, image_size, image_size, 3], tf.float32)).graph
+    total = 0
+    for op in graph.get_operations():
+        if op.type in ("Conv2D", "DepthwiseConv2dNative"):
+            out = op.outputs[0].shape.as_list()
+            kh, kw, cin, _ = op.inputs[1].shape.as_list()
+            macs_per_out = kh * kw * (cin if op.type == "Conv2D" else 1)
+            total += 2 * int(np.prod(out[1:])) * macs_per_out
+    return total
+
+
+# --------------------------------------------------------------------------------------------
+# Keras
+# --------------------------------------------------------------------------------------------
+
+
+def _device_kind():
+    import tensorflow as tf
+
+    return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+
+
+def mixed_policy_name():
+    """bfloat16 on CPU (no float16 kernels worth using there), float16 on GPU."""
+    return "mixed_float16" if _device_kind() == "gpu" else "mixed_bfloat16"
+
+
+class KerasRunner:
+    """`build_ssd` + `SSDLoss` compiled once; `time(steps)` runs `model.fit` for that many steps."""
+
+    def __init__(self, batch_size, jit_compile=False, mixed_precision=False, seed=0):
+        import keras
+        import tensorflow as tf
+
+        from ssd_keras import AnchorConfig
+        from ssd_keras.losses import SSDLoss
+        from ssd_keras.model import build_ssd
+
+        old_policy = keras.mixed_precision.global_policy()
+        if mixed_precision:
+            keras.mixed_precision.set_global_policy(mixed_policy_name())
+        try:
+            keras.utils.set_random_seed(seed)
+            anchors = AnchorConfig()
+            self.model = build_ssd(NUM_CLASSES, anchors, backbone="resnet34", weights=None, image_size=IMAGE_SIZE)
+        finally:
+            # The policy is read when layers are built; restore it so nothing else is affected.
+            keras.mixed_precision.set_global_policy(old_policy)
+        self.policy = mixed_policy_name() if mixed_precision else old_policy.name
+        # validate=False: the data is known-good and the checks are graph asserts (small cost).
+        self.model.compile(
+            optimizer=keras.optimizers.Adam(1e-3),
+            loss=SSDLoss(anchors, NUM_CLASSES, validate=False),
+            jit_compile=jit_compile,
+        )
+        images, y_true = synthetic_batch(batch_size, seed=seed)
+        # One batch repeated from memory: the input pipeline is not part of this measurement.
+        self.ds = tf.data.Dataset.from_tensors((images, y_true)).repeat()
+        self.batch_size = batch_size
+        self.loss = None
+
+    def time(self, steps):
+        """Seconds for `steps` training steps, from the start of the first to the end of the last."""
+        import keras
+
+        marks = []
+
+        class _Clock(keras.callbacks.Callback):
+            def on_train_batch_begin(self, batch, logs=None):
+                if batch == 0:
+                    marks.append(time.perf_counter())
+
+            def on_train_batch_end(self, batch, logs=None):
+                # Reading the loss waits for the step to finish (GPU execution is asynchronous).
+                if logs and "loss" in logs:
+                    float(logs["loss"])
+                marks.append(time.perf_counter())
+
+        hist = self.model.fit(self.ds, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False,
+                              callbacks=[_Clock()])
+        self.loss = float(hist.history["loss"][-1])
+        return marks[-1] - marks[0]
+
+    def info(self):
+        return {"policy": self.policy, "final_loss": self.loss}
+
+    def forward_flops(self):
+        return keras_conv_flops(self.model)
+
+
+class TorchRunner:
+    """The lesson's training step in PyTorch. `mode`: eager, channels_last, compile, mp."""
+
+    def __init__(self, batch_size, mode="eager", seed=0):
+        import torch
+
+        from ssd_keras import lesson_torch as LT
+        from ssd_keras import lesson_torch_model as LM
+
+        self.torch, self.LT, self.mode = torch, LT, mode
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+        torch.manual_seed(seed)
+        self.model = LM.LessonSSD(NUM_CLASSES, k=9, multi=True).to(dev).train()
+        images, y_true = synthetic_batch(batch_size, seed=seed)
+        self.x = LM.normalize_images(images).to(dev)
+        if mode == "channels_last":
+            self.model = self.model.to(memory_format=torch.channels_last)
+            self.x = self.x.contiguous(memory_format=torch.channels_last)
+        bbox, clas = LT.targets_from_y_true(y_true)
+        self.targ = [bbox.to(dev), clas.to(dev)]
+        self.anc = LT.make_anchors()
+        if dev == "cuda":  # the lesson keeps its anchor globals on the GPU
+            for name in ("anchors", "grid_sizes", "anchor_cnr"):
+                setattr(self.anc, name, getattr(self.anc, name).to(dev))
+        self.loss_f = LT.BCE_Loss(NUM_CLASSES)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        # Only the model is compiled: the lesson's loss loops over images in Python with
+        # data-dependent shapes (nonzero), which would just break the graph.
+        self.fwd = torch.compile(self.model) if mode == "compile" else self.model
+        self.dev, self.batch_size, self.loss = dev, batch_size, None
+
+    def _step(self):
+        torch = self.torch
+        self.opt.zero_grad()
+        if self.mode == "mp":
+            dtype = torch.bfloat16 if self.dev == "cpu" else torch.float16
+            with torch.autocast(self.dev, dtype=dtype):
+                pred = self.fwd(self.x)
+            pred = [p.float() for p in pred]
+        else:
+            pred = self.fwd(self.x)
+        loss = self.LT.ssd_loss(pred, self.targ, self.anc, self.loss_f)
+        loss.backward()
+        self.opt.step()
+        return loss.item()  # waits for the step (GPU)
+
+    def time(self, steps):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            loss = self._step()
+        self.loss = loss / self.batch_size  # the lesson sums over the batch; report the mean
+        return time.perf_counter() - t0
+
+    def info(self):
+        return {"final_loss": self.loss, "threads": self.torch.get_num_threads()}
+
+
+# --------------------------------------------------------------------------------------------
+# The benchmark
+# --------------------------------------------------------------------------------------------
+
+
+def _make_runner(case, batch_size):
+    if case.startswith("keras"):
+        return KerasRunner(batch_size, jit_compile="xla" in case, mixed_precision=case.endswith("mp"))
+    mode = {"torch-eager": "eager", "torch-channels-last": "channels_last",
+            "torch-compile": "compile", "torch-mp": "mp"}[case]
+    return TorchRunner(batch_size, mode)
+
+
+def _error(e):
+    msg = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {msg[0][:300] if msg else ''}"
+
+
+def run(quick=True, batch_size=None, warmup=None, steps=None, rounds=None, mixed_precision=False,
+        only=None, peak_gflops=None):
+    """Rows per case: img/s (median over rounds), ratio to `torch-eager`, fraction of peak.
+
+    All runners are built and warmed up first, then timed in `rounds` interleaved rounds of
+    `steps` steps each (case A, B, C, A, B, C, ...), so a change in machine load hits every
+    case alike; the median round counts. `only`: case names from `ALL_CASES`; default: all
+    but the mixed-precision ones, which `mixed_precision=True` adds. `peak_gflops`: the
+    reference for the fraction of peak (measured with `bench/peak.py` if None).
+    """
+    batch_size = batch_size or (16 if quick else 32)
+    warmup = warmup or 2
+    steps = steps or (2 if quick else 5)
+    rounds = rounds or (2 if quick else 3)
+    cases = list(only) if only else [c for c in ALL_CASES if not c.endswith("mp") or mixed_precision]
+    unknown = set(cases) - set(ALL_CASES)
+    if unknown:
+        raise ValueError(f"train_step: unknown case(s) {sorted(unknown)}; choose from {ALL_CASES}")
+    if peak_gflops is None:
+        import peak
+
+        peak_gflops = peak.measured_peak(peak.run(quick=True))
+
+    rows = {c: {"bench": "train_step", "case": c, "unit": "img/s", "batch_size": batch_size,
+                "warmup": warmup, "steps": steps, "rounds": rounds, "value": None} for c in cases}
+    runners = {}
+    for c in cases:
+        try:
+            t0 = time.perf_counter()
+            runner = _make_runner(c, batch_size)
+            runner.time(warmup)  # tracing, XLA / inductor compilation, allocator warm-up
+            rows[c]["setup_s"] = round(time.perf_counter() - t0, 1)
+            runners[c] = runner
+        except Exception as e:  # noqa: BLE001 - one failing case must not lose the others
+            rows[c]["error"] = _error(e)
+        print(f"  train_step {c}: ready {rows[c].get('setup_s')} s {rows[c].get('error', '')}",
+              file=sys.stderr, flush=True)
+    samples = {c: [] for c in runners}
+    for r in range(rounds):
+        for c, runner in list(runners.items()):
+            try:
+                samples[c].append(batch_size * steps / runner.time(steps))
+            except Exception as e:  # noqa: BLE001
+                rows[c]["error"] = _error(e)
+                del runners[c]
+        print(f"  train_step round {r + 1}/{rounds}: " + ", ".join(f"{c} {v[-1]:.2f}" for c, v in samples.items() if v),
+              file=sys.stderr, flush=True)
+    flops = None
+    for c, runner in runners.items():
+        rows[c].update(value=float(np.median(samples[c])), samples=[round(v, 3) for v in samples[c]], **runner.info())
+        if flops is None and isinstance(runner, KerasRunner):
+            flops = runner.forward_flops()
+    if flops is None:
+        try:
+            from ssd_keras.lesson_torch_model import count_flops
+
+            flops = count_flops(NUM_CLASSES, 9, True, IMAGE_SIZE)["forward_flops_per_image"]
+        except ImportError:
+            pass
+    del runners
+    gc.collect()
+
+    rows = list(rows.values())
+    base = rows_by_case(rows).get("torch-eager", {}).get("value")
+    for r in rows:
+        if r["value"] is None:
+            continue
+        if base:
+            r["ratio"], r["ratio_to"] = r["value"] / base, "torch-eager"
+        if r["case"].startswith("keras"):
+            r["target"] = "≥ 1.2× torch, ≥ 60 % of peak"
+            if base:
+                r["met"] = r["ratio"] >= 1.2 and flops is not None and r["value"] * 3 * flops / 1e9 / peak_gflops >= 0.6
+        if flops:
+            r["train_gflop_per_img"] = 3 * flops / 1e9
+            r["gflops"] = r["value"] * 3 * flops / 1e9
+            r["peak_fraction"] = r["gflops"] / peak_gflops
+            r["peak_gflops"] = peak_gflops
+    return rows
+
+
+def rows_by_case(rows):
+    return {r["case"]: r for r in rows}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--full", action="store_true", help="batch 32, 3 rounds of 5 steps")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--warmup", type=int, help="untimed steps per case (default 2)")
+    p.add_argument("--steps", type=int, help="timed steps per round")
+    p.add_argument("--rounds", type=int, help="interleaved timing rounds (median counts)")
+    p.add_argument("--mixed-precision", action="store_true", help="add the mixed-precision cases")
+    p.add_argument("--only", help=f"comma-separated cases from {','.join(ALL_CASES)}")
+    p.add_argument("--json", help="write the rows to this file")
+    args = p.parse_args(argv)
+    rows = run(not args.full, args.batch_size, args.warmup, args.steps, args.rounds, args.mixed_precision,
+               args.only.split(",") if args.only else None)
+    for r in rows:
+        v = r.get("value")
+        extra = f"ratio {r['ratio']:.2f}  {r['gflops']:.1f} GFLOP/s = {100 * r['peak_fraction']:.0f}% of peak" if v and "ratio" in r else r.get("error", "")
+        print(f"{r['case']:<22} {v if v is None else round(v, 2)!s:>8} img/s  {extra}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
