@@ -1,0 +1,1081 @@
+"""Write (and execute) the lesson-9 walkthrough notebooks from the cell text below.
+
+    .venv/bin/python notebooks/build_notebooks.py            # write all six, execute, save outputs
+    .venv/bin/python notebooks/build_notebooks.py 03 05      # only these
+    .venv/bin/python notebooks/build_notebooks.py --no-execute
+
+The notebooks are generated so that their text lives in one reviewable Python file and their
+committed outputs always come from a clean top-to-bottom run (nbclient, the venv's `python3`
+kernel, working directory `notebooks/`). `tests/test_notebooks.py` executes the committed
+notebooks again and checks that they match this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import nbformat
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CELL_TIMEOUT = 300  # seconds per cell
+
+# Every notebook starts like this: quiet TensorFlow start-up, inline PNG figures, short floats.
+SETUP = """\
+import os
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # hide TensorFlow's C++ start-up messages
+
+%matplotlib inline
+%config InlineBackend.figure_formats = ["jpeg"]  # photographs: a fraction of PNG's size
+import matplotlib.pyplot as plt
+import numpy as np
+import keras
+import tensorflow as tf
+
+import ssd_keras
+
+np.set_printoptions(precision=4, suppress=True, linewidth=110)
+keras.utils.set_random_seed(0)"""
+
+
+def md(text):
+    return ("markdown", text.strip("\n"))
+
+
+def code(text):
+    return ("code", text.strip("\n"))
+
+
+# ------------------------------------------------------------------------------------------
+# 01 · data
+# ------------------------------------------------------------------------------------------
+
+NB01 = [
+    md("""
+# 1 · Data: VOC photographs, the `shapes` set, and boxes that move with the image
+
+Lesson 9 (fastai 2018, multi-object detection) builds a detector from three ingredients, in this
+order: **data**, **architecture**, **loss**. This notebook is the data part.
+
+| lesson | here |
+|---|---|
+| `pascal_train2007.json`, the CSV of `fn, bbox` | `ssd_keras.data` readers: `read_voc`, `read_coco_json`, `read_csv`, `read_tfds` (`data/voc.py`, `data/formats.py`, `data/sources.py`) |
+| `mc`, the set of classes per image | `DetectionData.multi_labels()` (`data/records.py`) |
+| `RandomFlip`, `RandomRotate`, `RandomLighting` with `tfm_y=TfmType.COORD` | `ssd_keras.data.augment` (the boxes always move with the image) |
+| fastai's data loader | a `tf.data` pipeline: `make_dataset` (`data/pipeline.py`) |
+| `show_img`, `draw_rect`, `draw_text` | `ssd_keras.viz` |
+
+**Boxes** are relative `yxyx` everywhere: `(ymin, xmin, ymax, xmax)` in `[0, 1]` of the image, the
+lesson's `(top, left, bottom, right)` order. Pixel boxes only exist inside the readers and the
+drawing helpers.
+
+*Run time:* about 20 s on 2 CPU cores, no download. It uses the 200 real VOC2007 photographs shipped
+in `data/voc2007_sample/` and the generated `shapes` set.
+"""),
+    code(SETUP),
+    md("""
+## Pascal VOC 2007: the sample shipped with the repository
+
+Sources are named the same way in the notebooks, the CLI and the API: `voc:/path/to/VOCdevkit/VOC2007`,
+`coco:/path/to/pascal_train2007.json`, `csv:...`, `tfds:voc/2007` (needs the data set prepared or
+a network) and `shapes`. The repository ships 200 VOC2007 *train* images in the devkit layout
+(`ssd_keras.data.SAMPLE_VOC`); point the same call at a full devkit copy for real training.
+"""),
+    code("""
+from ssd_keras.data import SAMPLE_VOC, load_source
+
+voc = load_source(f"voc:{SAMPLE_VOC}", split="train")
+print(voc.summary())
+r = voc.records[0]
+print(f"\\n{r.image_id}: {r.width}x{r.height} px, objects {[voc.class_names[c] for c in r.classes]}")
+print("relative yxyx:", r.boxes, "  pixel yxyx:", r.pixel_boxes())
+"""),
+    md("""
+The lesson's CSV (`fn, bbox` with space-separated `top left bottom right` pixel boxes) is one
+`write_csv` away; the first row is the lesson's `000012.jpg  96 155 269 350` (a car).
+"""),
+    code("""
+import tempfile
+from ssd_keras.data import read_csv, write_csv
+
+csv_path = os.path.join(tempfile.mkdtemp(), "voc_sample.csv")
+write_csv(voc, csv_path, images_dir=os.path.join(SAMPLE_VOC, "JPEGImages"))
+print("".join(open(csv_path).readlines()[:5]))
+again = read_csv(csv_path, images_dir=os.path.join(SAMPLE_VOC, "JPEGImages"), class_names=voc.class_names)
+print("CSV round trip, max box difference:", max(abs(a.boxes - b.boxes).max() for a, b in zip(voc.records, again.records)))
+"""),
+    md("""
+## The multi-label view: `mc`
+
+The lesson first treats detection as multi-label classification: the set of classes in each image
+(`mc = [set([cats[p[1]] for p in tm_anno[o]]) for o in tm_ids]`, a class appears once however many
+times it occurs).
+"""),
+    code("""
+mc = voc.multi_labels()
+mcs = [" ".join(sorted(o)) for o in mc]
+for r, s in list(zip(voc.records, mcs))[:6]:
+    print(f"{r.image_id}  {s}")
+"""),
+    md("""
+## Ground truth with class names
+
+`voc.dataset(image_size, batch_size)` is the `tf.data` pipeline that feeds `model.fit`: parallel
+decode, resize (the lesson squashes, `CropType.NO`; `resize="letterbox"` keeps the aspect ratio),
+optional augmentation, boxes padded to `max_boxes` rows. Each element is
+`(images [B, S, S, 3] float 0-255, y_true [B, max_boxes, 5])`; a `y_true` row is
+`(ymin, xmin, ymax, xmax, class_id)` and padding rows have `class_id = -1`.
+"""),
+    code("""
+from ssd_keras.viz import show_ground_truth
+
+images, y_true = next(iter(voc.dataset(image_size=224, batch_size=8)))
+print("images", images.shape, " y_true", y_true.shape)
+print(y_true[0, :3].numpy())
+show_ground_truth(images, y_true, voc.class_names, cols=4, size=3);
+"""),
+    md("""
+## The embedded default: `shapes`
+
+VOC needs a download and a GPU to train on. So that the demo, the notebooks and the tests can train a
+detector in minutes on a CPU, `ssd_keras.data.shapes` generates a deterministic multi-object set:
+six shape classes with varied size, aspect ratio, colour, overlap and background clutter, 1–8 objects
+per image. Same records, same pipeline.
+"""),
+    code("""
+shapes = load_source("shapes", count=8, image_size=128)
+print(shapes.summary())
+images_s, y_true_s = next(iter(shapes.dataset(image_size=128, batch_size=8)))
+show_ground_truth(images_s, y_true_s, shapes.class_names, cols=4, size=2.5);
+"""),
+    md("""
+## Augmentation that moves the boxes
+
+In the lesson, `RandomRotate(30)` without `tfm_y=TfmType.COORD` rotates the image but leaves the box
+where it was (In [51]–[53]); with `tfm_y=TfmType.COORD` (In [54]) the box follows. In ssd_keras every
+transform takes and returns `(image, boxes, classes)`, so the boxes always follow; they are clipped
+to the image and degenerate ones are removed afterwards. The 3×3 grid is the lesson's In [53] with
+the augmentations of In [54], on image 000012:
+"""),
+    code("""
+from ssd_keras.data import RandomFlip, RandomLighting, RandomRotate
+from ssd_keras.viz import show_augmentations
+
+augs = [RandomFlip(), RandomRotate(30), RandomLighting(0.1, 0.1)]  # the lesson's In [54]
+r = voc.records[0]
+show_augmentations(r.load_image(), r.boxes, r.classes, augs, voc.class_names, size=3);
+"""),
+    md("""
+### Tip from the lesson: rotation enlarges the boxes
+
+After a rotation we only know the box's four corners, so the new box is the bounding box of the
+rotated corners — bigger than the object (for a square, by a factor `(cos θ + sin θ)²`: 1.37 at 10°,
+1.87 at 30°). Below, the yellow outline is the original box rotated with the image (what the object
+really occupies), the white box is what training sees. That is why `lesson_augmentations()` uses at
+most 10°, and the lesson used 30° only for the single-object case.
+"""),
+    code("""
+from ssd_keras.data import rotate_boxes, rotate_image
+from ssd_keras.viz import draw_boxes, show_img
+
+image = r.load_image().astype("float32")
+h, w = image.shape[:2]
+box = r.boxes[:1]
+mask = np.zeros((h, w, 1), "float32")  # the original box as a mask, rotated like the image
+y0, x0, y1, x1 = np.round(box[0] * [h, w, h, w]).astype(int)
+mask[y0:y1, x0:x1] = 1.0
+area = lambda b: float((b[0, 2] - b[0, 0]) * (b[0, 3] - b[0, 1]))
+fig, axes = plt.subplots(1, 4, figsize=(15, 3.2))
+for ax, deg in zip(axes, [0, 10, 20, 30]):
+    new_box = np.clip(rotate_boxes(box, deg, h, w).numpy(), 0, 1)
+    show_img(rotate_image(image, deg).numpy(), ax=ax)
+    ax.contour(rotate_image(mask, deg).numpy()[..., 0] > 0.5, levels=[0.5], colors="yellow")
+    draw_boxes(ax, image.shape, new_box, r.classes[:1], voc.class_names)
+    ax.set_title(f"{deg}°: box area x{area(new_box) / area(box):.2f}")
+"""),
+    md("""
+## Into `model.fit`
+
+For training, the same pipeline shuffles and augments; with a `seed` the order and every random
+transform are reproducible (stateless random ops), and they change from epoch to epoch.
+"""),
+    code("""
+from ssd_keras.data import lesson_augmentations
+
+train_ds = voc.dataset(image_size=224, batch_size=8, augment=lesson_augmentations(), shuffle=True, seed=0)
+print(lesson_augmentations())
+print(train_ds.element_spec)
+images, y_true = next(iter(train_ds))
+show_ground_truth(images, y_true, voc.class_names, cols=4, size=3);
+"""),
+]
+
+
+# ------------------------------------------------------------------------------------------
+# 02 · one grid
+# ------------------------------------------------------------------------------------------
+
+NB02 = [
+    md("""
+# 2 · Architecture: one 4×4 grid
+
+The first half of the lesson predicts, for each cell of a 4×4 grid over the image, one box (4
+numbers) and one score per class plus background: `16 × (4 + C + 1)` outputs. The head sits on the
+last feature map of a ResNet34 (7×7 for a 224-px image).
+
+| lesson | here |
+|---|---|
+| `anchors`, `grid_sizes`, `anchor_cnr` (globals) | `AnchorConfig.single_grid(4)`: `.centers`, `.grid_sizes`, `.corners` (`anchors.py`) |
+| `StdConv`, `OutConv`, `flatten_conv`, `SSD_Head` | the same names in `ssd_keras.layers` (`SSD_Head` → `SSDHead`) |
+| `ConvnetBuilder(f_model, 0, 0, 0, custom_head=head_reg4)` | `build_ssd(num_classes, anchors, backbone="resnet34")` (`model.py`) |
+| `actn_to_bb` | `activations_to_boxes` (`boxes.py`) |
+
+*Run time:* about 30 s on 2 CPU cores. Forward passes use the small `tiny` body at 128 px (an 8×8
+map, so the head halves it to 4×4 with one stride-2 `StdConv`, as the lesson's head does 7×7 → 4×4).
+On a GPU, the lesson's model is
+`build_ssd(20, AnchorConfig.single_grid(4), backbone="resnet34", weights="imagenet", image_size=224)`.
+"""),
+    code(SETUP),
+    md("""
+## The anchors of a 4×4 grid
+
+An anchor is a cell's default box; the head predicts corrections to it. Centres are at
+`1/8, 3/8, 5/8, 7/8` of the image (the lesson's `anc_offset = 1/(anc_grid*2)`), rows first. The
+lesson keeps them as `(centre, height-width)` in `anchors` and as corners in `anchor_cnr`.
+"""),
+    code("""
+from ssd_keras import AnchorConfig
+
+anchors = AnchorConfig.single_grid(4)
+print(anchors)
+print("anchors (cy, cx, h, w), first 5:\\n", anchors.centers[:5])
+print("grid_sizes:", anchors.grid_sizes[:5, 0], "...")
+print("anchor_cnr (ymin, xmin, ymax, xmax), first 5:\\n", anchors.corners[:5])
+"""),
+    code("""
+from ssd_keras.data import SAMPLE_VOC, load_source
+from ssd_keras.viz import draw_boxes, draw_text, show_anchors
+
+voc = load_source(f"voc:{SAMPLE_VOC}", split="train")
+record = voc.records[0]
+img = record.load_image()
+fig = show_anchors(anchors, image=img, cells=[(4, 1, 2)], size=5)
+ax = fig.axes[0]
+h, w = img.shape[:2]
+for i, (cy, cx, _, _) in enumerate(anchors.centers):  # anchor numbers, used in notebook 3
+    draw_text(ax, (cx * w - 8, cy * h - 10), str(i), sz=12)
+draw_boxes(ax, img.shape, record.boxes, record.classes, voc.class_names)
+ax.set_title("16 anchors (numbered), anchor 6 outlined; ground truth: car");
+"""),
+    md("""
+## From a feature map to `16 × (4 + C + 1)`: `StdConv`, `OutConv`, `flatten_conv`
+
+* `StdConv`: 3×3 conv (stride 2 by default) → ReLU → BatchNorm → Dropout. (The lesson's tip: BN after
+  ReLU; the other order trains well too.) Stride 2 halves the map: 7×7 → 4×4.
+* `OutConv`: two 3×3 convs on the same map, `(C + 1)·k` class channels (bias initialised to −3, so
+  every class starts near `sigmoid(-3) ≈ 0.05`) and `4·k` box channels — the regression and the
+  classification share everything but this last layer.
+* `flatten_conv`: `[B, H, W, k·n]` → `[B, H·W·k, n]`, anchors row-major. Keras is channels-last, so
+  the lesson's `permute(0, 2, 3, 1)` disappears.
+
+`OutConv` concatenates the two as ssd_keras's `y_pred`: box activations first, then the class
+logits with background last.
+"""),
+    code("""
+from ssd_keras.layers import OutConv, StdConv, flatten_conv
+
+x = keras.random.normal((2, 7, 7, 512), seed=0)  # ResNet34's last map for a 224-px image
+h1 = StdConv(256)(x)
+y = OutConv(k=1, num_classes=20, bias=-3.0)(h1)
+print("feature map", tuple(x.shape), "-> StdConv", tuple(h1.shape), "-> OutConv", tuple(y.shape))
+
+# flatten_conv's order: k = 2 anchors per cell, n = 3 numbers per anchor, labelled 100*row + 10*col + channel
+grid = np.array([[[[100 * i + 10 * j + c for c in range(6)] for j in range(4)] for i in range(4)]], "float32")
+flat = flatten_conv(grid, k=2)
+print(tuple(grid.shape), "->", tuple(flat.shape))
+print(np.asarray(flat[0, :5]))  # cell (0,0) anchor 0, cell (0,0) anchor 1, cell (0,1) anchor 0, ...
+"""),
+    md("""
+## The whole model: body + `SSDHead`
+
+`build_ssd` cuts the body before its pooling layer and puts the lesson's head on it: `dropout(relu(x))`
+→ `sconv0` (stride 1) → `sconv2` (stride 2, to 4×4) → `out`. Images go in as 0–255 RGB; the
+normalisation is inside the model.
+"""),
+    code("""
+from ssd_keras import build_ssd
+
+model = build_ssd(num_classes=20, anchors=anchors, backbone="tiny", image_size=128)
+head = model.get_layer("head")
+print(type(head).__name__, {name: type(layer).__name__ for name, layer in head.lesson_layers().items()})
+print("body output:", model.get_layer("backbone").output.shape)
+y_pred = model(np.zeros((2, 128, 128, 3), "float32"), training=False)
+print("y_pred:", y_pred.shape, "= [batch, 16 anchors, 4 box activations + 20 classes + background]")
+
+lesson_model = build_ssd(20, anchors, backbone="resnet34", image_size=224)  # weights="imagenet" to download
+print(f"the lesson's model: ResNet34 body {lesson_model.get_layer('backbone').output.shape}, "
+      f"{lesson_model.count_params():,} parameters")
+"""),
+    md("""
+## The receptive field
+
+Why should output cell *(1, 1)* be about the top-left-middle of the image? Because of its
+**receptive field**: following the convolutions back, each output depends on a patch of the input.
+The lesson traces it in a spreadsheet and notes that the centre of the patch is used by many more
+paths than its edges, so a cell "looks" mostly at its middle. The same picture from autodiff: the
+gradient of cell 5's class scores with respect to the input pixels (untrained weights — the shape
+comes from the architecture).
+"""),
+    code("""
+image = tf.image.resize(img[None].astype("float32"), (128, 128))
+with tf.GradientTape() as tape:
+    tape.watch(image)
+    y = model(image, training=False)
+    score = tf.reduce_sum(y[0, 5, 4:])  # anchor 5 = row 1, column 1
+grad = tf.reduce_sum(tf.abs(tape.gradient(score, image)[0]), axis=-1).numpy()
+fig, axes = plt.subplots(1, 2, figsize=(9, 4.5))
+axes[0].imshow(image[0].numpy() / 255); axes[0].set_title("input (128 px)")
+axes[1].imshow(grad ** 0.5, cmap="magma"); axes[1].set_title("|d score(anchor 5) / d pixel|")
+for ax in axes:
+    draw_boxes(ax, (128, 128), anchors.corners[5:6], class_names=[""], color="cyan")
+    ax.axis("off")
+"""),
+    md("""
+## `actn_to_bb`: activations → boxes
+
+The 4 box activations are squashed by `tanh` to `[-1, 1]`; the centre moves at most half a grid
+cell from the anchor's centre, height and width scale between 0.5× and 1.5× the anchor's. All-zero
+activations give the anchors themselves.
+"""),
+    code("""
+from ssd_keras import activations_to_boxes
+
+acts = np.zeros((16, 4), "float32")
+print("zero activations give the anchors:", np.allclose(activations_to_boxes(acts, anchors), anchors.corners))
+acts[5], acts[6] = [10, 10, 10, 10], [-10, -10, -10, -10]
+boxes = activations_to_boxes(acts, anchors).numpy()
+print("anchor 5", anchors.corners[5], "-> activations +10:", boxes[5], "(centre +1/8, size x1.5)")
+print("anchor 6", anchors.corners[6], "-> activations -10:", boxes[6], "(centre -1/8, size x0.5)")
+
+# The untrained model's boxes: each stays near its own anchor.
+pred_boxes = activations_to_boxes(y[0, :, :4], anchors).numpy()
+fig, ax = plt.subplots(figsize=(4.5, 4.5))
+ax.imshow(image[0].numpy() / 255); ax.axis("off")
+no_label = [""]  # draw_boxes labels boxes with their class name; these have none
+draw_boxes(ax, (128, 128), anchors.corners, class_names=no_label, color="white")
+draw_boxes(ax, (128, 128), pred_boxes, class_names=no_label, color="orange")
+ax.set_title("anchors (white), untrained predictions (orange)");
+"""),
+]
+
+
+# ------------------------------------------------------------------------------------------
+# 03 · matching and loss
+# ------------------------------------------------------------------------------------------
+
+NB03 = [
+    md("""
+# 3 · Loss: matching anchors to objects, then L1 + BCE
+
+To compute a loss we must decide which of the 16 predictions is responsible for which object. The
+lesson does it with IoU (`jaccard`) between the image's objects and the anchors, and
+`map_to_ground_truth`. Then: an L1 loss on the boxes of the matched anchors, and a binary
+cross-entropy on the classes of all anchors.
+
+| lesson | here |
+|---|---|
+| `jaccard(bbox, anchor_cnr)` | `ssd_keras.jaccard` (`boxes.py`) |
+| `map_to_ground_truth(overlaps)` | `ssd_keras.map_to_ground_truth` (one image), `match_anchors` (padded batch, TF ops) (`matching.py`) |
+| `ssd_1_loss`, `ssd_loss`, `BCE_Loss` | `ssd_keras.SSDLoss` and its `components()` (`losses.py`) |
+
+*Run time:* about 20 s on 2 CPU cores.
+"""),
+    code(SETUP),
+    md("""
+## An image with three objects
+
+The lesson's example has a chair, a dining table and a sofa; the VOC sample's image 007263 has a
+tv monitor, a chair and a sofa. The 4×4 grid and its anchor numbers are those of notebook 2.
+"""),
+    code("""
+from ssd_keras import AnchorConfig
+from ssd_keras.data import SAMPLE_VOC, load_source
+from ssd_keras.viz import draw_boxes, draw_text, show_anchors
+
+voc = load_source(f"voc:{SAMPLE_VOC}", split="train")
+names = voc.class_names
+r = next(r for r in voc.records if r.image_id == "007263")
+bbox, clas = r.boxes, r.classes
+print("classes:", clas, [names[c] for c in clas])
+print("boxes (relative yxyx):\\n", bbox)
+
+anchors = AnchorConfig.single_grid(4)
+img = r.load_image()
+h, w = img.shape[:2]
+fig = show_anchors(anchors, image=img, cells=[], size=5)
+for i, (cy, cx, _, _) in enumerate(anchors.centers):
+    draw_text(fig.axes[0], (cx * w - 8, cy * h - 10), str(i), sz=12)
+draw_boxes(fig.axes[0], img.shape, bbox, clas, names)
+"""),
+    md("""
+## `jaccard`: 3 objects × 16 anchors (the lesson's In [125])
+
+Intersection over union of every object with every anchor.
+"""),
+    code("""
+from ssd_keras import jaccard
+
+overlaps = jaccard(bbox, anchors.corners).numpy()
+print(overlaps.shape)
+print(overlaps)
+"""),
+    md("""
+## `map_to_ground_truth`, step by step
+
+**Max over each row** (In [126]): for each object, the anchor it overlaps most.
+"""),
+    code("""
+prior_overlap, prior_idx = overlaps.max(1), overlaps.argmax(1)
+print(prior_overlap, prior_idx)
+"""),
+    md("""
+**Max over each column** (In [127]): for each anchor, the object it overlaps most. Index 0 means
+either "object 0" or "no overlap at all"; the overlap tells which.
+"""),
+    code("""
+print(overlaps.max(0))
+print(overlaps.argmax(0))
+"""),
+    md("""
+**Combine** (In [128]): each object's best anchor is *forced* to that object with overlap 1.99, so
+every object gets at least one anchor even when no IoU is above the threshold; every other anchor
+keeps its best object and overlap. (When two objects share a best anchor, the later object wins, as
+the lesson's `for` loop does.)
+"""),
+    code("""
+from ssd_keras import map_to_ground_truth
+
+gt_overlap, gt_idx = map_to_ground_truth(overlaps)
+gt_overlap, gt_idx = gt_overlap.numpy(), gt_idx.numpy()
+print(gt_overlap)
+print(gt_idx)
+"""),
+    md("""
+**Classes** (In [129]–[131]): anchors whose overlap is above the threshold (0.4 in the loss) take
+their object's class; the others are background, class id `C` = `len(id2cat)`, shown as `bg`.
+"""),
+    code("""
+pos = gt_overlap > 0.4
+gt_clas = np.where(pos, clas[gt_idx], len(names))
+print([names[c] if c < len(names) else "bg" for c in gt_clas])
+print("positive anchors:", np.nonzero(pos)[0])
+
+fig = show_anchors(anchors, image=img, cells=[], size=4)
+draw_boxes(fig.axes[0], img.shape, anchors.corners[pos], gt_clas[pos], names)
+fig.axes[0].set_title("positive anchors and their classes");
+"""),
+    md("""
+### The batched matcher
+
+The lesson loops over the images of a batch in Python. `SSDLoss` matches a whole padded batch
+(`y_true [B, max_boxes, 5]`, padding rows class −1) at once with `match_anchors`, in TF ops that
+also run under `tf.function` and XLA. Same answer for our image, and an image without objects is
+all background:
+"""),
+    code("""
+from ssd_keras import match_anchors
+from ssd_keras.data import pad_targets
+
+y_true = np.stack([
+    pad_targets(bbox, clas, 5).numpy(),                                      # our image
+    pad_targets(np.zeros((0, 4), "float32"), np.zeros(0, "int32"), 5).numpy(),  # no objects
+])
+print(y_true[0])
+m = match_anchors(y_true, anchors, num_classes=len(names), pos_threshold=0.4)
+print("same classes as above:", np.array_equal(m["classes"][0].numpy(), gt_clas))
+print("empty image, any positive anchor:", bool(m["positive"][1].numpy().any()))
+"""),
+    md("""
+## The loss: location (L1) + classification (BCE)
+
+For one image (the lesson's `ssd_1_loss`):
+
+* **loc**: turn the box activations of the positive anchors into boxes (`actn_to_bb`) and take the
+  mean absolute difference to their matched objects' boxes;
+* **clas**: binary cross-entropy of the class logits against one-hot targets *with the background
+  column dropped* (a background anchor's target is all zeros), summed over anchors and classes,
+  divided by `C` (the lesson's `BCE_Loss`; notebook 4 explains why not softmax).
+
+We need a model output: an untrained model's `y_pred` for this image (the tiny body at 128 px; the
+head and the loss only care about the 16 anchors).
+"""),
+    code("""
+from ssd_keras import SSDLoss, activations_to_boxes, build_ssd
+
+model = build_ssd(len(names), anchors, backbone="tiny", image_size=128)
+image = tf.image.resize(img[None].astype("float32"), (128, 128))
+y_pred = model(image, training=False).numpy()  # [1, 16, 4 + 20 + 1]
+
+# The lesson's ssd_1_loss written out for this image ...
+a_ic = activations_to_boxes(y_pred[0, :, :4], anchors).numpy()
+loc_loss = np.abs(a_ic[pos] - bbox[gt_idx][pos]).mean()
+targets = np.eye(len(names) + 1)[gt_clas][:, :-1]  # one-hot, background column dropped
+clas_loss = tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(targets, y_pred[0, :, 4:-1])).numpy() / len(names)
+print(f"by hand:  loc {loc_loss:.4f}  clas {clas_loss:.4f}")
+
+# ... and the library's loss on the padded y_true (first image of the batch above)
+loss = SSDLoss(anchors, num_classes=len(names))
+parts = loss.components(y_true[:1], y_pred)
+print(f"SSDLoss:  loc {float(parts['loc'][0]):.4f}  clas {float(parts['clas'][0]):.4f}  total {float(loss(y_true[:1], y_pred)):.4f}")
+"""),
+    md("""
+`SSDLoss` is a `keras.losses.Loss`: `model.compile(optimizer, loss=loss, metrics=loss.metrics())`
+trains with it and logs `loc` and `clas` next to `loss`, as the lesson prints them. One difference
+on purpose: the lesson's `ssd_loss` **sums** the per-image losses over the batch, `SSDLoss` takes
+the **mean** (Keras' convention, so the learning rate does not depend on the batch size); the
+lesson's numbers are `batch_size` times ours. Notebook 6 checks the values and gradients against
+the lesson's PyTorch code.
+"""),
+]
+
+
+# ------------------------------------------------------------------------------------------
+# 04 · more anchors, focal loss, training
+# ------------------------------------------------------------------------------------------
+
+NB04 = [
+    md("""
+# 4 · More anchors, focal loss, and training the lesson's way
+
+The 4×4 grid misses objects: a small object covers a fraction of one anchor, a big one spans many, a
+thin one fits no square; their best IoU stays low. The second half of the lesson adds **grids**
+(4×4, 2×2, 1×1), **zooms** (0.7, 1, 1.3) and **aspect ratios** (1:1, 1:2, 2:1): `k = 9` anchors per
+cell, `(16 + 4 + 1) × 9 = 189` anchors. Then it replaces BCE by the **focal loss** and trains with
+the one-cycle schedule.
+
+| lesson | here |
+|---|---|
+| `anc_grids`, `anc_zooms`, `anc_ratios`, `k` | `AnchorConfig(grids, zooms, ratios)` (`anchors.py`) |
+| `SSD_MultiHead(k, -4.)` | `SSDMultiHead`, `build_ssd(..., anchors=AnchorConfig())` (`layers.py`, `model.py`) |
+| `FocalLoss` | `SSDLoss(..., focal=(0.25, 1.0))` (`losses.py`) |
+| `learn.lr_find()`, `learn.sched.plot()` | `lr_find(model, ds)`, `.plot()` (`training.py`) |
+| `learn.freeze_to(-2)`, `learn.unfreeze()` | `freeze_to(model, n)`, `unfreeze(model)` over `layer_groups(model)` |
+| `learn.fit(lrs, 1, cycle_len=5, use_clr=(20, 10))` | `fit_one_cycle(model, ds, 5, lr, div=20, cut_div=10, group_multipliers=(1/100, 1/10, 1))` |
+
+*Run time:* about 1–2 minutes on 2 CPU cores: the training section is a **short run** (the `tiny`
+body at 64 px, 256 generated images, 4 epochs) to show the mechanics and the curves. The lesson's
+configuration on a GPU:
+
+```python
+model = build_ssd(20, AnchorConfig(), backbone="resnet34", weights="imagenet", image_size=224)
+loss = SSDLoss(AnchorConfig(), 20, focal=(0.25, 1.0))
+freeze_to(model, 2)                                           # the lesson trains the head first
+fit_one_cycle(model, voc_ds, 5, 3e-3, div=20, cut_div=10, loss=loss)
+unfreeze(model)
+fit_one_cycle(model, voc_ds, 10, 3e-3 / 4, div=20, cut_div=10, loss=loss, group_multipliers=(1/100, 1/10, 1))
+```
+(the same as `python -m ssd_keras train --data voc:PATH --backbone resnet34 --image-size 224 --weights imagenet`).
+Notebook 5 evaluates a checkpoint trained with this recipe for longer.
+"""),
+    code(SETUP),
+    md("""
+## 189 anchors: grids × zooms × ratios
+
+Order (the lesson's): grid by grid, cells row-major, then the `k` scales of a cell (zoom-major,
+then ratio). The picture shows each grid's lines and the 9 anchors of one cell per grid.
+"""),
+    code("""
+from ssd_keras import AnchorConfig
+from ssd_keras.viz import show_anchors
+
+anchors = AnchorConfig()  # grids (4, 2, 1), zooms (0.7, 1, 1.3), ratios ((1, 1), (1, .5), (.5, 1))
+print(anchors)
+print("anchors per grid:", anchors.anchors_per_grid())
+print("(h, w) scales of a cell, in grid-cell units:", [(round(h, 2), round(w, 2)) for h, w in anchors.scales])
+show_anchors(anchors, size=5);
+"""),
+    md("""
+Do the extra anchors help? `anchor_coverage` (`metrics.py`) counts the objects of a data set whose
+best anchor has IoU ≤ 0.4: such an object is only matched by `map_to_ground_truth`'s forced 1.99,
+to an anchor that fits it badly. On the VOC sample:
+"""),
+    code("""
+from ssd_keras.data import SAMPLE_VOC, load_source
+from ssd_keras.metrics import anchor_coverage
+
+voc = load_source(f"voc:{SAMPLE_VOC}", split="train")
+for a in [AnchorConfig.single_grid(4), AnchorConfig(zooms=(1.0,), ratios=((1.0, 1.0),)),
+          AnchorConfig(zooms=(1.0,)), anchors]:
+    cov = anchor_coverage([r.boxes for r in voc.records], a, threshold=0.4)
+    print(f"grids {a.grids}, k={a.k}, {a.num_anchors:3d} anchors: {cov['fraction_uncovered']:5.1%} of "
+          f"{cov['num_objects']} objects have no anchor with IoU > 0.4")
+"""),
+    md("""
+## Why not softmax, and why BCE drops the background column
+
+With softmax, the scores of an anchor sum to 1 over the classes *plus background*, so the network
+would have to learn what "background" looks like — but background is not a kind of thing, it is
+the absence of every class. The lesson instead uses one sigmoid per class (binary cross-entropy)
+and drops the background column from the one-hot target: a background anchor is trained to say
+"no" to every class, and "background" is simply *all classes low*.
+"""),
+    code("""
+num_classes = 6
+matched = np.array([2, 6, 0])  # two objects (classes 2 and 0) and a background anchor (id C = 6)
+one_hot = np.eye(num_classes + 1)[matched]
+print("one-hot with background:\\n", one_hot)
+print("BCE targets (background column dropped):\\n", one_hot[:, :-1])
+"""),
+    md("""
+## Focal loss
+
+Most of the 189 anchors are easy background. Summed over them, their small BCE terms still dominate
+the loss. The focal loss (Lin et al. 2017, RetinaNet) multiplies each term by `(1 − p_t)^γ`, where
+`p_t` is the probability given to the right answer, so confident, correct predictions count for
+little:
+
+$$\\text{FL}(p_t) = -\\alpha_t\\,(1 - p_t)^\\gamma \\log(p_t)$$
+
+The lesson's tip on reading papers: the contribution is this one formula and its table. The paper's
+Table 1(b), varying γ (with the best α for each; COCO AP):
+
+| γ | α | AP | AP₅₀ | AP₇₅ |
+|---:|---:|---:|---:|---:|
+| 0 | .75 | 31.1 | 49.4 | 33.0 |
+| 0.1 | .75 | 31.4 | 49.9 | 33.1 |
+| 0.2 | .75 | 31.9 | 50.7 | 33.4 |
+| 0.5 | .50 | 32.9 | 51.7 | 35.2 |
+| 1.0 | .25 | 33.7 | 52.0 | 36.2 |
+| 2.0 | .25 | **34.0** | **52.5** | **36.5** |
+| 5.0 | .25 | 32.2 | 49.6 | 34.8 |
+
+The lesson uses `alpha, gamma = 0.25, 1`: `SSDLoss(anchors, C, focal=(0.25, 1.0))` (or `focal=True`).
+"""),
+    code("""
+pt = np.linspace(0.01, 1, 200)
+fig, ax = plt.subplots(figsize=(6, 3.5))
+for gamma in [0, 0.5, 1, 2, 5]:
+    ax.plot(pt, -(1 - pt) ** gamma * np.log(pt), label=f"γ = {gamma}")
+ax.set(xlabel="probability of the ground-truth class, $p_t$", ylabel="loss", ylim=(0, 4),
+       title="focal loss (α omitted): well-classified examples count less")
+ax.legend();
+"""),
+    md("""
+The same batch under both losses: the focal loss's classification part is much smaller, because the
+~180 background anchors per image that the untrained head already scores low (bias −4:
+`sigmoid(-4) ≈ 0.02`) barely count any more.
+"""),
+    code("""
+from ssd_keras import SSDLoss, build_ssd
+from ssd_keras.data import make_shapes
+
+S = 64
+train = make_shapes(count=256, image_size=S, split="train", max_objects=4)
+names = train.class_names
+train_ds = train.dataset(S, 32, augment=[ssd_keras.data.RandomFlip()], shuffle=True, seed=0)
+model = build_ssd(len(names), anchors, backbone="tiny", image_size=S)
+images, y_true = next(iter(train_ds))
+y_pred = model(images, training=False)
+print("y_pred:", y_pred.shape, " (the lesson's batch[0].size(), batch[1].size() in one tensor)")
+for focal in [None, (0.25, 1.0)]:
+    parts = SSDLoss(anchors, len(names), focal=focal).components(y_true, y_pred)
+    print(f"{'focal' if focal else 'BCE  '}: loc {float(np.mean(parts['loc'])):.4f}  clas {float(np.mean(parts['clas'])):.4f}")
+"""),
+    md("""
+## Training: `lr_find`, `freeze_to`, one-cycle
+
+`lr_find` trains for a few dozen batches while the learning rate grows exponentially, records the
+loss, then restores the weights and the optimizer; pick a rate well below where the loss takes off.
+"""),
+    code("""
+from ssd_keras.training import OneCycleSchedule, fit_one_cycle, freeze_to, lr_find, unfreeze
+
+loss = SSDLoss(anchors, len(names), focal=(0.25, 1.0))
+model.compile(optimizer="adam", loss=loss)
+finder = lr_find(model, train_ds, start_lr=1e-4, end_lr=1.0, num_steps=30)
+print(f"steepest descent at lr ≈ {finder.suggestion(skip_start=3, skip_end=2):.1e}; lowest loss at {finder.best_lr:.1e}")
+finder.plot(skip_start=3, skip_end=2)
+"""),
+    md("""
+`fit_one_cycle(model, ds, epochs, max_lr, div=20, cut_div=10)` is the lesson's
+`learn.fit(lr, 1, cycle_len=epochs, use_clr=(20, 10))`: the rate rises from `max_lr / div` to `max_lr`
+over the first `1 / cut_div` of the steps and falls back over the rest (`OneCycleSchedule`, a Keras
+`LearningRateSchedule`):
+"""),
+    code("""
+schedule = OneCycleSchedule(1e-2, total_steps=5 * 100, div=20, cut_div=10)
+steps = np.arange(500)
+fig, ax = plt.subplots(figsize=(6, 2.5))
+ax.plot(steps, [float(schedule(s)) for s in steps])
+ax.set(xlabel="iteration (5 epochs of 100 batches)", ylabel="learning rate", title="use_clr=(20, 10)");
+"""),
+    md("""
+`freeze_to(model, n)` freezes the first `n` of the layer groups `[early body, late body, head]`
+(`layer_groups(model)`, split where fastai splits ResNet34). The lesson's body is pretrained, so it
+first trains the head alone (`freeze_to(model, 2)` here), then everything with smaller rates for the
+earlier groups: `lrs = [lr/100, lr/10, lr]` → `group_multipliers=(1/100, 1/10, 1)`. Our `tiny` body
+starts from random weights, so the head-only epoch is only a demonstration of the mechanism.
+"""),
+    code("""
+groups = freeze_to(model, 2)
+for name, group in zip(["early body", "late body", "head"], groups):
+    print(f"{name:10s}: {len(group):3d} layers, trainable: {all(l.trainable for l in group)}")
+print(f"trainable parameters: {sum(int(np.prod(w.shape)) for w in model.trainable_weights):,} of {model.count_params():,}")
+history_head = fit_one_cycle(model, train_ds, 1, 1e-2, loss=loss, verbose=2)
+
+unfreeze(model)
+history = fit_one_cycle(model, train_ds, 3, 1e-2, loss=loss, group_multipliers=(1 / 100, 1 / 10, 1), verbose=2)
+"""),
+    md("""
+`fit` logs the two parts of the loss next to it (`loc`, `clas`, as the lesson prints them; they come
+from `loss.metrics()`). The loss curves of the two stages:
+"""),
+    code("""
+logs = {k: history_head.history[k] + history.history[k] for k in ["loss", "loc", "clas"]}
+epochs = np.arange(1, len(logs["loss"]) + 1)
+fig, axes = plt.subplots(1, 3, figsize=(13, 3))
+for ax, key in zip(axes, ["loss", "loc", "clas"]):
+    ax.plot(epochs, logs[key], "o-")
+    ax.axvline(1.5, color="grey", ls=":")
+    ax.set(title=key, xlabel="epoch (1: head only, then all groups)")
+"""),
+]
+
+
+# ------------------------------------------------------------------------------------------
+# 05 · NMS and evaluation
+# ------------------------------------------------------------------------------------------
+
+NB05 = [
+    md("""
+# 5 · From predictions to detections: NMS and mAP
+
+A trained head gives 189 boxes per image with a score per class; many of them cover the same object.
+**Non-maximum suppression** keeps, per class, the best-scoring box and drops the ones that overlap it
+too much. Then we measure the detector the way Pascal VOC does: average precision per class at
+IoU 0.5, and their mean (mAP).
+
+| lesson | here |
+|---|---|
+| `actn_to_bb`, `sigmoid`, the hand-written `nms` loop per image | `decode_detections(y_pred, anchors, ...)`: per-class NMS for the batch with `tf.image.combined_non_max_suppression`, in the graph (`decode.py`) |
+| `show_nmf` pictures | `ssd_keras.viz.show_detections` |
+| — | `evaluate_detections` (VOC devkit AP), `anchor_coverage` (`metrics.py`) |
+
+*Run time:* about 30 s on 2 CPU cores. The model is a checkpoint shipped in `notebooks/assets/`:
+the lesson's multi-grid head (189 anchors) on the small `tiny` body at 128 px (head with 64 filters
+to keep the file small), trained on `shapes` with the recipe of notebook 4 for 12 epochs by
+`notebooks/train_checkpoint.py` (~10 min on 2 CPU cores). The same notebook runs on the lesson's
+model: load a checkpoint from `python -m ssd_keras train --backbone resnet34 --image-size 224 ...`.
+"""),
+    code(SETUP),
+    code("""
+from ssd_keras.data import make_shapes
+from ssd_keras.export import load_model
+
+model, info = load_model("assets/shapes_tiny128.keras")
+anchors, names, S = info.anchors, info.class_names, info.image_size
+print(info.anchors, "\\nclasses:", names, f"\\nimage size {S}; training settings: {info.extra}")
+
+val = make_shapes(count=100, image_size=S, split="val")  # held out: not in the training stream
+val_ds = val.dataset(S, batch_size=50)
+images, y_true = next(iter(val_ds))
+y_pred = model.predict(images, verbose=0)
+print("y_pred:", y_pred.shape)
+"""),
+    md("""
+## Before NMS
+
+Decoding is the lesson's `actn_to_bb` on the box activations and a sigmoid on the class logits
+(background column left out: each class is an independent yes/no). Keep every (anchor, class) with
+a score above 0.25 and there are several boxes per object:
+"""),
+    code("""
+from ssd_keras import activations_to_boxes
+from ssd_keras.viz import show_detections
+
+i = 0
+boxes = activations_to_boxes(y_pred[i, :, :4], anchors).numpy().clip(0, 1)
+scores = tf.sigmoid(y_pred[i, :, 4:-1]).numpy()  # [189, C]
+anchor_idx, cls = np.nonzero(scores > 0.25)
+print(f"{len(cls)} (anchor, class) pairs above 0.25 for {int((y_true[i, :, 4] >= 0).numpy().sum())} objects")
+show_detections(images[i], (boxes[anchor_idx], scores[anchor_idx, cls], cls), y_true[i].numpy(), names, size=4);
+"""),
+    md("""
+## Per-class NMS: `decode_detections`
+
+For each class, in order of score: keep the box, drop every remaining box of that class whose IoU
+with it is above `iou_threshold` (0.45); `score_threshold` drops weak boxes first. Boxes of different
+classes never suppress each other. Output, padded to `max_detections` per image: `boxes [B, N, 4]`
+(relative yxyx), `scores [B, N]`, `classes [B, N]` (−1 for padding), `num_detections [B]`.
+"""),
+    code("""
+from ssd_keras import decode_detections
+
+detections = decode_detections(y_pred, anchors, score_threshold=0.25, iou_threshold=0.45, max_detections=20)
+n = int(detections["num_detections"][i])
+print({k: tuple(v.shape) for k, v in detections.items()}, f"; image {i}: {n} detections")
+for box, score, c in zip(detections["boxes"][i][:n].numpy(), detections["scores"][i][:n].numpy(), detections["classes"][i][:n].numpy()):
+    print(f"  {names[c]:>8s} {score:.2f}  {box}")
+show_detections(images[i], {k: v[i] for k, v in detections.items()}, y_true[i].numpy(), names, size=4);
+"""),
+    md("""
+More held-out images (left: ground truth; right: detections above 0.3):
+"""),
+    code("""
+for i in [1, 2, 3]:
+    show_detections(images[i], {k: v[i] for k, v in detections.items()}, y_true[i].numpy(), names,
+                    score_threshold=0.3, size=3.5)
+"""),
+    md("""
+## VOC mAP
+
+`evaluate_detections` is the Pascal VOC devkit's definition: per class, detections of all images
+sorted by score; a detection is a true positive if its IoU with a not-yet-matched ground-truth box of
+its class is ≥ 0.5, else a false positive (a second detection of the same object is a false
+positive); AP is the 11-point interpolated area under the precision–recall curve (VOC2007;
+`use_07_metric=False` for the all-point area of VOC2010+); "difficult" objects neither count nor
+penalise. mAP needs the low-scoring detections too (recall), hence `score_threshold=0.05` here.
+"""),
+    code("""
+from ssd_keras.metrics import detections_from_decoded, evaluate_detections
+
+detections, ground_truths = [], []
+for batch_images, batch_y_true in val_ds:
+    decoded = decode_detections(model.predict(batch_images, verbose=0), anchors, score_threshold=0.05)
+    detections += detections_from_decoded(decoded)
+ground_truths = val.ground_truths()  # (boxes, classes, difficult) per image
+voc07 = evaluate_detections(detections, ground_truths, len(names))
+all_point = evaluate_detections(detections, ground_truths, len(names), use_07_metric=False)
+print(f"{len(val)} held-out images, {sum(voc07['num_positives'])} objects")
+print(f"{'class':>10s}  {'AP (VOC07)':>10s}  {'AP (all-point)':>14s}  objects")
+for c, name in enumerate(names):
+    print(f"{name:>10s}  {voc07['ap'][c]:10.3f}  {all_point['ap'][c]:14.3f}  {voc07['num_positives'][c]:7d}")
+print(f"{'mAP':>10s}  {voc07['map']:10.3f}  {all_point['map']:14.3f}")
+"""),
+    code("""
+fig, ax = plt.subplots(figsize=(5, 3.5))
+for c, name in enumerate(names):
+    ax.plot(voc07["recall"][c], voc07["precision"][c], label=f"{name} (AP {voc07['ap'][c]:.2f})")
+ax.set(xlabel="recall", ylabel="precision", title="precision-recall per class (IoU 0.5)", xlim=(0, 1), ylim=(0, 1.02))
+ax.legend(fontsize=8);
+"""),
+    md("""
+## Anchor-coverage diagnostics
+
+When a class scores low, one question is whether the anchors can represent its objects at all.
+`anchor_coverage` gives every object's best IoU with any anchor; objects at or below the matching
+threshold (0.4, `SSDLoss`'s `pos_threshold`) are matched only through the forced 1.99 of
+`map_to_ground_truth`, to one anchor that fits them badly. Per size bucket (`sqrt(area)` of the box):
+"""),
+    code("""
+from ssd_keras.metrics import anchor_coverage, plot_anchor_coverage
+
+coverage = anchor_coverage([b for b, _, _ in ground_truths], anchors, threshold=0.4)
+print({k: v for k, v in coverage["by_size"].items()})
+plot_anchor_coverage(coverage, title="held-out shapes, the lesson's 189 anchors")
+"""),
+    md("""
+On real photographs the single 4×4 grid of the first half of the lesson leaves far more objects
+uncovered than the lesson's 189 anchors (the VOC sample, 718 objects):
+"""),
+    code("""
+from ssd_keras import AnchorConfig
+from ssd_keras.data import SAMPLE_VOC, load_source
+
+voc = load_source(f"voc:{SAMPLE_VOC}", split="train")
+voc_boxes = [r.boxes for r in voc.records]
+for a in [AnchorConfig.single_grid(4), anchors]:
+    cov = anchor_coverage(voc_boxes, a, threshold=0.4)
+    print(f"{a.num_anchors:3d} anchors: {cov['num_uncovered']} of {cov['num_objects']} objects uncovered; "
+          + ", ".join(f"{k} {d['num_uncovered']}/{d['num_objects']}" for k, d in cov["by_size"].items()))
+plot_anchor_coverage(anchor_coverage(voc_boxes, AnchorConfig.single_grid(4), threshold=0.4),
+                     title="VOC sample, one 4x4 grid (16 anchors)")
+"""),
+]
+
+
+# ------------------------------------------------------------------------------------------
+# 06 · Keras vs PyTorch
+# ------------------------------------------------------------------------------------------
+
+NB06 = [
+    md("""
+# 6 · Keras vs PyTorch, side by side
+
+The same head, the same batch, the same anchors in both frameworks: do we compute the lesson's
+numbers? The PyTorch side is the lesson's code, transcribed for torch 2.13 with its globals turned
+into arguments:
+
+* `ssd_keras.lesson_torch`: `hw2corners`, `jaccard`, `actn_to_bb`, `map_to_ground_truth`,
+  `BCE_Loss`, `FocalLoss`, `ssd_1_loss`, `ssd_loss` and the anchor cell;
+* `ssd_keras.lesson_torch_model`: a torchvision-structured ResNet34 body and the lesson's `StdConv`,
+  `OutConv`, `SSD_MultiHead`, plus `copy_weights_to_keras`.
+
+They need `torch==2.13.0` (CPU), an optional dependency (`requirements-test.txt`). The model
+comparison runs the lesson's full architecture (ResNet34 at 224 px, random weights: no download) on
+4 images; *run time* about 1 minute on 2 CPU cores, most of it the timing table.
+"""),
+    code(SETUP),
+    code("""
+import torch
+
+from ssd_keras import AnchorConfig, SSDLoss, build_ssd
+from ssd_keras import lesson_torch as lt
+from ssd_keras import lesson_torch_model as ltm
+
+torch.manual_seed(0)
+print("torch", torch.__version__, "| tensorflow", tf.__version__, "| keras", keras.__version__)
+"""),
+    md("""
+## Same anchors
+
+The lesson's anchor cell (`anc_grids = [4, 2, 1]`, `anc_zooms = [0.7, 1., 1.3]`,
+`anc_ratios = [(1., 1.), (1., .5), (.5, 1.)]`) against `AnchorConfig()`:
+"""),
+    code("""
+anchors = AnchorConfig()
+lesson = lt.make_anchors()
+for name, ours, theirs in [("anchors", anchors.centers, lesson.anchors), ("grid_sizes", anchors.grid_sizes, lesson.grid_sizes),
+                           ("anchor_cnr", anchors.corners, lesson.anchor_cnr)]:
+    print(f"{name:10s} {tuple(ours.shape)}  max |keras - torch| = {np.abs(ours - theirs.numpy()).max():.1e}")
+"""),
+    md("""
+## Same model, same batch
+
+Build both models (ResNet34 body + `SSD_MultiHead(k=9, bias=-4)`), copy the PyTorch weights into
+the Keras model (`copy_weights_to_keras`: conv kernels OIHW → HWIO, BatchNorm statistics included),
+and run both on 4 VOC images at 224 px in inference mode. The lesson's model returns
+`[class_logits, box_activations]`; `to_y_pred` concatenates them in ssd_keras's `y_pred` layout
+(boxes first, background last). The Keras model takes 0–255 images and normalises inside; the
+PyTorch one takes ImageNet-normalised NCHW tensors, as fastai fed it.
+"""),
+    code("""
+from ssd_keras.data import SAMPLE_VOC, load_source
+
+voc = load_source(f"voc:{SAMPLE_VOC}", split="train")
+images, y_true = next(iter(voc.dataset(image_size=224, batch_size=4)))
+images, y_true = images.numpy(), y_true.numpy()
+
+torch_model = ltm.LessonSSD(num_classes=20, k=anchors.k, multi=True).eval()
+keras_model = build_ssd(20, anchors, backbone="resnet34", image_size=224)
+ltm.copy_weights_to_keras(torch_model, keras_model)
+
+with torch.no_grad():
+    y_pred_torch = ltm.to_y_pred(torch_model(ltm.normalize_images(images))).numpy()
+y_pred = keras_model(images, training=False).numpy()
+print("y_pred", y_pred.shape, f" max |keras - torch| = {np.abs(y_pred - y_pred_torch).max():.1e}"
+      f"  (values up to {np.abs(y_pred_torch).max():.1f})")
+"""),
+    md("""
+## Same loss, same gradients
+
+The lesson's `ssd_loss` loops over the images in Python and **sums** over the batch; `SSDLoss` matches
+the batch at once and takes the **mean**, so we compare against the lesson's value divided by the batch
+size. The targets go to the lesson's code in its own format (`targets_from_y_true`: padding rows of
+zeros, which its `get_y` removes). Gradients are taken with respect to `y_pred`, for the BCE loss and
+for the focal loss.
+"""),
+    code("""
+def lesson_loss_and_grad(loss_f):
+    leaf, pred = lt.pred_from_y_pred(y_pred, requires_grad=True)
+    value, loc, clas = lt.ssd_loss(pred, lt.targets_from_y_true(y_true), lesson, loss_f, return_parts=True)
+    batch = len(y_pred)
+    (value / batch).backward()
+    return float(value) / batch, float(loc) / batch, float(clas) / batch, leaf.grad.numpy()
+
+
+def keras_loss_and_grad(loss):
+    y = tf.constant(y_pred)
+    with tf.GradientTape() as tape:
+        tape.watch(y)
+        value = loss(y_true, y)
+    parts = loss.components(y_true, y)
+    return float(value), float(np.mean(parts["loc"])), float(np.mean(parts["clas"])), tape.gradient(value, y).numpy()
+
+
+print(f"{'loss':6s} {'framework':8s} {'loss':>9s} {'loc':>8s} {'clas':>9s}   max |grad diff| (max |grad|)")
+for name, lesson_f, ours in [("BCE", lt.BCE_Loss(20), SSDLoss(anchors, 20)),
+                             ("focal", lt.FocalLoss(20), SSDLoss(anchors, 20, focal=(0.25, 1.0)))]:
+    t_value, t_loc, t_clas, t_grad = lesson_loss_and_grad(lesson_f)
+    k_value, k_loc, k_clas, k_grad = keras_loss_and_grad(ours)
+    print(f"{name:6s} {'PyTorch':8s} {t_value:9.5f} {t_loc:8.5f} {t_clas:9.5f}")
+    print(f"{name:6s} {'Keras':8s} {k_value:9.5f} {k_loc:8.5f} {k_clas:9.5f}   "
+          f"{np.abs(k_grad - t_grad).max():.1e} ({np.abs(t_grad).max():.1e})")
+    print(f"{'':15s} relative difference of the loss: {abs(k_value - t_value) / abs(t_value):.1e}")
+"""),
+    md("""
+## Timing on this machine
+
+`bench/loss.py` times the loss forward + backward for a VOC-like batch (64 images, 189 anchors,
+20 classes, 1–20 objects per image): the lesson's per-image PyTorch loop against `SSDLoss` eager,
+under `tf.function`, and compiled with XLA — same CPU, same process, values checked against each
+other. Quick settings here (few repeats, numbers are noisy on a busy machine); the full table:
+`python bench/loss.py --full`.
+"""),
+    code("""
+import sys
+from IPython.display import Markdown
+
+sys.path.insert(0, os.path.abspath(os.path.join("..", "bench")))
+import loss as loss_bench  # bench/loss.py
+
+rows = loss_bench.run(quick=True)
+Markdown(loss_bench.markdown(rows))
+"""),
+]
+
+
+NOTEBOOKS = {
+    "01_data.ipynb": NB01,
+    "02_one_grid.ipynb": NB02,
+    "03_matching_and_loss.ipynb": NB03,
+    "04_more_anchors_focal_loss.ipynb": NB04,
+    "05_nms_and_evaluation.ipynb": NB05,
+    "06_keras_vs_pytorch.ipynb": NB06,
+}
+
+
+def make_notebook(cells):
+    """nbformat v4 notebook from `(kind, source)` pairs, with the venv's python3 kernel."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+    nb.metadata["language_info"] = {"name": "python"}
+    for i, (kind, source) in enumerate(cells):
+        cell = nbformat.v4.new_markdown_cell(source) if kind == "markdown" else nbformat.v4.new_code_cell(source)
+        cell.id = f"cell-{i:02d}"  # stable ids: regenerating gives a minimal diff
+        nb.cells.append(cell)
+    return nb
+
+
+def execute(nb, timeout=CELL_TIMEOUT):
+    """Run `nb` top to bottom in `notebooks/` with the `python3` kernel (the current venv)."""
+    from nbclient import NotebookClient
+
+    # capture_fd_output=False: TensorFlow's C++ start-up lines go to the terminal, not into the
+    # committed outputs.
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": HERE}},
+                   extra_arguments=["--IPKernelApp.capture_fd_output=False"]).execute()
+    return nb
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("only", nargs="*", help="notebook name prefixes, e.g. 03 05 (default: all)")
+    p.add_argument("--no-execute", action="store_true", help="write the notebooks without outputs")
+    args = p.parse_args(argv)
+    for name, cells in NOTEBOOKS.items():
+        if args.only and not any(name.startswith(o) for o in args.only):
+            continue
+        nb = make_notebook(cells)
+        if not args.no_execute:
+            start = time.time()
+            execute(nb)
+            print(f"{name}: executed in {time.time() - start:.0f} s", flush=True)
+        nbformat.write(nb, os.path.join(HERE, name))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

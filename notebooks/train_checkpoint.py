@@ -1,0 +1,84 @@
+"""Train the small checkpoint that notebook 05 (NMS and evaluation) loads.
+
+    .venv/bin/python notebooks/train_checkpoint.py            # ~5-10 min on 2 CPU cores
+
+The lesson's recipe on the embedded `shapes` data: the lesson's multi-grid head (grids 4, 2, 1;
+k = 9; 189 anchors) on the small `tiny` body at 128 px, BCE loss, one-cycle schedule
+(`fit_one_cycle`, the lesson's `use_clr=(20, 10)`), the lesson's augmentations. The head uses
+64 filters instead of the lesson's 256 so that the checkpoint stays small enough (~2.5 MB) to
+ship in the repository; everything else is the library's. Writes
+`notebooks/assets/shapes_tiny128.keras` (with class names and anchors inside, see
+`ssd_keras.export.save_model`).
+
+Why a checkpoint: CI executes every notebook on 2 CPU cores in a few minutes, which is not
+enough to train a detector worth looking at; notebook 04 shows the same recipe on a short run.
+"""
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+
+import ssd_keras  # noqa: E402
+from ssd_keras.backbones import get_backbone  # noqa: E402
+from ssd_keras.data import lesson_augmentations, make_shapes  # noqa: E402
+from ssd_keras.export import save_model  # noqa: E402
+from ssd_keras.layers import SSDMultiHead  # noqa: E402
+from ssd_keras.metrics import MeanAveragePrecisionCallback  # noqa: E402
+from ssd_keras.training import fit_one_cycle  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_OUT = os.path.join(HERE, "assets", "shapes_tiny128.keras")
+
+
+def build_small_ssd(num_classes, anchors, image_size=128, filters=64):
+    """`build_ssd(num_classes, anchors, backbone="tiny", image_size=...)` with a narrower head.
+
+    (`build_ssd` has no `filters` argument, so the same three steps are written out here:
+    body → `SSDMultiHead` → float32 `y_pred`.)
+    """
+    body = get_backbone("tiny", input_shape=(image_size, image_size, 3))
+    images = keras.Input((image_size, image_size, 3), name="images")
+    y = SSDMultiHead(num_classes, anchors, filters=filters, name="head")(body(images))
+    y_pred = keras.layers.Activation("linear", dtype="float32", name="y_pred")(y)
+    return keras.Model(images, y_pred, name="ssd")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default=DEFAULT_OUT)
+    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--filters", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--train-images", type=int, default=1200)
+    args = p.parse_args()
+
+    keras.utils.set_random_seed(0)
+    size = args.image_size
+    train = make_shapes(count=args.train_images, image_size=size, split="train")
+    val = make_shapes(count=200, image_size=size, split="val")
+    names = list(train.class_names)
+    train_ds = train.dataset(size, 32, augment=lesson_augmentations(), shuffle=True, seed=0)
+    val_ds = val.dataset(size, 50)
+    anchors = ssd_keras.AnchorConfig()
+    model = build_small_ssd(len(names), anchors, size, args.filters)
+    print(f"{model.count_params():,} parameters")
+    val_map = MeanAveragePrecisionCallback(val_ds, anchors, len(names), every=4)
+    start = time.time()
+    fit_one_cycle(model, train_ds, args.epochs, args.lr, loss=ssd_keras.SSDLoss(anchors, len(names)),
+                  map_callback=val_map, verbose=2)
+    result = val_map.evaluate(model)
+    print(f"held-out mAP (VOC07, IoU 0.5): {result['map']:.3f}; {time.time() - start:.0f} s")
+    save_model(model, args.out, names, anchors, size,
+               extra={"backbone": "tiny", "head_filters": args.filters, "epochs": args.epochs,
+                      "lr": args.lr, "train_images": args.train_images, "data": "shapes",
+                      "val_map": round(float(result["map"]), 4)})
+    print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""The walkthrough notebooks: each executes top to bottom without error, and the committed
+copies are the generator's text with a complete set of outputs.
+
+Execution uses nbclient with the `python3` kernel, which jupyter_client starts with the current
+interpreter (`sys.executable`, the venv's python under `make test`), in `notebooks/` as the
+working directory; the committed files are never rewritten. About 3-5 minutes on 2 CPU cores in
+all, so the six run as separate tests that pytest-xdist can spread.
+"""
+
+import importlib.util
+import os
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NB_DIR = os.path.join(ROOT, "notebooks")
+CELL_TIMEOUT = 600  # seconds per cell: generous for a loaded 2-core CI machine
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("build_notebooks", os.path.join(NB_DIR, "build_notebooks.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+GEN = _generator()
+NAMES = sorted(GEN.NOTEBOOKS)
+# Notebooks that need optional packages; they skip (with the reason) where these are missing.
+NEEDS = {"06_keras_vs_pytorch.ipynb": ["torch"]}
+
+
+def _read(name):
+    return nbformat.read(os.path.join(NB_DIR, name), as_version=4)
+
+
+def test_six_notebooks_in_lesson_order():
+    committed = sorted(f for f in os.listdir(NB_DIR) if f.endswith(".ipynb"))
+    assert committed == NAMES
+    assert [n[:2] for n in NAMES] == ["01", "02", "03", "04", "05", "06"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_committed_notebook_matches_generator(name):
+    """Edit `notebooks/build_notebooks.py` and re-run it, never the .ipynb by hand."""
+    committed = _read(name)
+    expected = GEN.make_notebook(GEN.NOTEBOOKS[name])
+    got = [(c.cell_type, c.source) for c in committed.cells]
+    want = [(c.cell_type, c.source) for c in expected.cells]
+    assert got == want, f"{name} differs from build_notebooks.py; run: python notebooks/build_notebooks.py {name[:2]}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_committed_notebook_has_clean_outputs(name):
+    """Outputs of one in-order run, no errors, and the pictures (as images) are there."""
+    nb = _read(name)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    counts = [c.get("execution_count") for c in code]
+    assert counts == list(range(1, len(code) + 1)), f"{name}: not one clean top-to-bottom run: {counts}"
+    outputs = [o for c in code for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"], f"{name}: committed with an error output"
+    images = [o for o in outputs if o.output_type in ("display_data", "execute_result")
+              and any(k.startswith("image/") for k in o.get("data", {}))]
+    assert images, f"{name}: no pictures in the committed outputs"
+    size = os.path.getsize(os.path.join(NB_DIR, name))
+    assert size < 3_000_000, f"{name}: {size / 1e6:.1f} MB; keep committed notebooks small (JPEG figures)"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_executes(name, tmp_path):
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    for module in NEEDS.get(name, []):
+        pytest.importorskip(module, reason=f"{name} needs {module}")
+    nb = _read(name)
+    # The kernel inherits this process's environment (conftest: CPU only, quiet TensorFlow).
+    client = NotebookClient(
+        nb, timeout=CELL_TIMEOUT, kernel_name="python3", allow_errors=False,
+        resources={"metadata": {"path": NB_DIR}},
+        extra_arguments=["--IPKernelApp.capture_fd_output=False"],
+    )
+    try:
+        client.execute()
+    except CellExecutionError as e:
+        pytest.fail(f"{name} failed:\n{str(e)[-4000:]}", pytrace=False)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.get("execution_count") for c in code), f"{name}: not every cell ran"
