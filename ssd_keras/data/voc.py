@@ -52,7 +52,7 @@ def find_voc_root(root) -> str:
         "e.g. voc:/path/to/VOCdevkit/VOC2007)")
 
 
-def _text(node, tag, file, default=None):
+def _text(node, tag, default=None):
     child = node.find(tag)
     if child is None or child.text is None:
         if default is not None:
@@ -61,7 +61,7 @@ def _text(node, tag, file, default=None):
     return child.text.strip()
 
 
-def parse_voc_xml(path, class_names=VOC_CLASSES):
+def parse_voc_xml(path):
     """Parse one VOC annotation file.
 
     Returns a dict: `filename`, `width`, `height`, `names` (list), `boxes_px` `[n, 4]` VOC
@@ -79,18 +79,18 @@ def parse_voc_xml(path, class_names=VOC_CLASSES):
         size = ann.find("size")
         if size is None:
             raise ValueError("<size> missing")
-        width, height = int(float(_text(size, "width", path))), int(float(_text(size, "height", path)))
+        width, height = int(float(_text(size, "width"))), int(float(_text(size, "height")))
         if width <= 0 or height <= 0:
             raise ValueError(f"image size {width}x{height}")
         names, boxes, difficult, truncated = [], [], [], []
         for obj in ann.findall("object"):
-            names.append(_text(obj, "name", path))
+            names.append(_text(obj, "name"))
             bb = obj.find("bndbox")
             if bb is None:
                 raise ValueError(f"object {names[-1]!r} has no <bndbox>")
-            boxes.append([float(_text(bb, t, path)) for t in ("xmin", "ymin", "xmax", "ymax")])
-            difficult.append(int(float(_text(obj, "difficult", path, "0"))) != 0)
-            truncated.append(int(float(_text(obj, "truncated", path, "0"))) != 0)
+            boxes.append([float(_text(bb, t)) for t in ("xmin", "ymin", "xmax", "ymax")])
+            difficult.append(int(float(_text(obj, "difficult", "0"))) != 0)
+            truncated.append(int(float(_text(obj, "truncated", "0"))) != 0)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
     filename = (ann.findtext("filename") or "").strip() or os.path.splitext(os.path.basename(path))[0] + ".jpg"
@@ -154,7 +154,7 @@ def read_voc(root, split="trainval", keep_difficult=True, class_names=VOC_CLASSE
             policy.problem(xml, "annotation file missing")
             continue
         try:
-            a = parse_voc_xml(xml, class_names)
+            a = parse_voc_xml(xml)
         except ValueError as e:
             policy.problem(xml, str(e).removeprefix(f"{xml}: "))
             continue
