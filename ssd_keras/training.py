@@ -457,8 +457,10 @@ def fit_one_cycle(model, train_ds, epochs, max_lr, div=20.0, cut_div=10.0, val_d
     else:
         cbs += ([map_callback] if map_callback is not None else []) + [NaNGuard()]
     cbs += list(callbacks or [])
+    # A tf.data set shuffles itself (Keras would warn that shuffle=True is ignored).
+    shuffle = not hasattr(train_ds, "as_numpy_iterator")
     return model.fit(train_ds, epochs=int(epochs), steps_per_epoch=steps_per_epoch,
-                     validation_data=val_ds, callbacks=cbs, verbose=verbose)
+                     validation_data=val_ds, callbacks=cbs, verbose=verbose, shuffle=shuffle)
 
 
 class _nullcontext:

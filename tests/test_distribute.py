@@ -1,0 +1,106 @@
+"""tf.distribute: fit_one_cycle under MirroredStrategy (two logical CPU devices) and
+MultiWorkerMirroredStrategy (two worker processes on loopback) gives the losses and weights
+of one device with the same global batch. Each strategy runs in a fresh process
+(tests/_distribute_worker.py), since both must be set up before TensorFlow initialises.
+
+Multi-worker runs a custom training loop (SSDLoss, a DiscriminativeSGD on OneCycleSchedule),
+not `model.fit`: with Keras 3.15 / TF 2.21, `fit` under MultiWorkerMirroredStrategy fails
+twice over (keras-team/keras#20585): `TensorFlowTrainer._maybe_symbolic_build` reduces the
+first input batch, a tuple of PerReplica, with `strategy.reduce("MEAN", batch, axis=None)`,
+which CollectiveAllReduce cannot take ("Attempt to convert a value (PerReplica...) to a
+Tensor"); past that, `reduce_per_replica` reduces the scalar logs with
+`strategy.reduce("MEAN", v, axis=0)` ("Invalid reduction dimension 0 for input with 0
+dimensions"). Collectives over loopback gRPC themselves work here, as this test shows.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import _distribute_worker as worker
+
+HERE = Path(__file__).parent
+TIMEOUT = 240
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """One device (the default strategy), in this process: fit_one_cycle."""
+    return worker.train()
+
+
+@pytest.fixture(scope="module")
+def reference_loop():
+    """One device, the custom loop."""
+    return worker.train_loop()
+
+
+def _env(**extra):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
+               KERAS_BACKEND="tensorflow", PYTHONPATH=str(HERE.parent))
+    env.update(extra)
+    return env
+
+
+def _check(result, reference):
+    history, weights = reference
+    for key in history:
+        np.testing.assert_allclose(result[key], history[key], rtol=1e-5, err_msg=key)
+    for i, w in enumerate(weights):
+        np.testing.assert_allclose(result[f"w{i}"], w, rtol=1e-4, atol=1e-6)
+    assert history["loss"][0] > 0
+
+
+@pytest.mark.slow
+def test_mirrored_two_logical_devices_match_one_device(tmp_path, reference):
+    out = tmp_path / "mirrored.npz"
+    proc = subprocess.run([sys.executable, str(HERE / "_distribute_worker.py"), "mirrored", str(out)],
+                          env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = np.load(out)
+    assert int(result["replicas"]) == 2
+    _check(result, reference)
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_multiworker_two_processes_match_one_device(tmp_path, reference_loop):
+    workers = [f"localhost:{p}" for p in _free_ports(2)]
+    procs = []
+    for i in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}
+        procs.append(subprocess.Popen(
+            [sys.executable, str(HERE / "_distribute_worker.py"), "multiworker",
+             str(tmp_path / f"worker{i}.npz")],
+            env=_env(TF_CONFIG=json.dumps(tf_config)),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    logs = []
+    try:
+        for p in procs:
+            _, err = p.communicate(timeout=TIMEOUT)
+            logs.append(err)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for i, p in enumerate(procs):
+        assert p.returncode == 0, f"worker {i}:\n{logs[i][-3000:]}"
+    for i in range(2):
+        result = np.load(tmp_path / f"worker{i}.npz")
+        assert int(result["replicas"]) == 2
+        _check(result, reference_loop)
