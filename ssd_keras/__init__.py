@@ -29,4 +29,23 @@ from ssd_keras.data import (
     read_voc,
 )
 
+from ssd_keras.metrics import (
+    MeanAveragePrecisionCallback,
+    anchor_coverage,
+    coco_map,
+    evaluate_detections,
+    plot_anchor_coverage,
+)
+from ssd_keras.training import (
+    MomentumCycle,
+    NaNGuard,
+    OneCycleSchedule,
+    default_callbacks,
+    discriminative_optimizer,
+    fit_one_cycle,
+    freeze_to,
+    lr_find,
+    unfreeze,
+)
+
 __version__ = "0.1.0"
