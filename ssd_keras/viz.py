@@ -93,13 +93,14 @@ def draw_boxes(ax, image_shape, boxes, classes=None, class_names=None, scores=No
     `image_shape` `(H, W, ...)`); classes < 0 (padding) are skipped."""
     h, w = image_shape[:2]
     boxes = _to_numpy(boxes).reshape(-1, 4)
+    labelled = classes is not None
     classes = np.zeros(len(boxes), int) if classes is None else _to_numpy(classes).astype(int).reshape(-1)
     for i, (b, c) in enumerate(zip(yxyx_to_bb_hw(boxes, h, w), classes)):
         if c < 0:
             continue
         col = color or colour(c)
         draw_rect(ax, b, color=col)
-        label = class_names[c] if class_names is not None else (str(c) if classes is not None else "")
+        label = (class_names[c] if class_names is not None else str(c)) if labelled else ""
         if scores is not None:
             label = f"{label} {float(_to_numpy(scores).reshape(-1)[i]):.2f}"
         if label:
