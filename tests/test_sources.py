@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from ssd_keras.data import SAMPLE_VOC, DetectionData, SourceUnavailable, load_source, multi_labels, read_tfds
+from ssd_keras.data import SAMPLE_VOC, DetectionData, SourceUnavailable, load_source, read_tfds
 from ssd_keras.data import sources
 
 SAMPLE_JSON = os.path.join(os.path.dirname(SAMPLE_VOC), "pascal_train2007.json")
@@ -24,21 +24,6 @@ def test_specs_and_bare_paths():
         load_source("imagenet")
     with pytest.raises(ValueError, match="one split"):
         load_source(f"coco:{SAMPLE_JSON}", split="val")
-
-
-def test_multi_labels_is_the_lessons_mc():
-    voc = load_source(f"voc:{SAMPLE_VOC}", split="train")
-    mc = voc.multi_labels()
-    rec = voc.records.index(next(r for r in voc.records if r.image_id == "000012"))
-    assert mc[rec] == {"car"}
-    assert all(len(m) <= r.num_objects for m, r in zip(mc, voc.records))
-    assert multi_labels(voc.records[:1], voc.class_names) == mc[:1]
-    gts = voc.ground_truths()
-    assert len(gts) == 200 and gts[rec][0].shape == (1, 4)
-    a, b = voc.split(0.8, seed=0)
-    assert len(a) == 160 and len(b) == 40
-    assert not {r.image_id for r in a.records} & {r.image_id for r in b.records}
-    assert "200 images, 718 objects (174 difficult)" in voc.summary()
 
 
 def test_tfds_not_prepared_names_local_alternative(tmp_path):

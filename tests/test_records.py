@@ -1,0 +1,60 @@
+"""Record / DetectionData / error policy / image checks."""
+
+import os
+
+import numpy as np
+import pytest
+
+from ssd_keras.data import SAMPLE_VOC, DetectionData, Record, load_source, multi_labels
+from ssd_keras.data.records import ErrorPolicy, check_image_file
+
+JPEGS = os.path.join(os.path.dirname(__file__), "fixtures", "voc", "VOC2007", "JPEGImages")
+
+
+def test_record_normalises_and_checks_lengths():
+    r = Record("x", None, [0.1, 0.2, 0.3, 0.4], [2], [0], 10, 20, image=np.zeros((20, 10, 3), np.uint8))
+    assert r.boxes.shape == (1, 4) and r.boxes.dtype == np.float32 and r.classes.dtype == np.int32
+    assert r.difficult.tolist() == [False] and r.truncated.tolist() == [False] and r.num_objects == 1
+    np.testing.assert_allclose(r.pixel_boxes(), [[2, 2, 6, 4]], rtol=1e-6)  # yxyx * (H, W, H, W)
+    assert r.load_image() is r.image
+    with pytest.raises(ValueError, match="x: boxes/classes/difficult lengths differ"):
+        Record("x", None, [[0.1, 0.2, 0.3, 0.4]], [1, 2], [0], 10, 10)
+
+
+def test_multi_labels_and_helpers():
+    voc = load_source(f"voc:{SAMPLE_VOC}", split="train")
+    mc = voc.multi_labels()  # the lesson's `mc`
+    i12 = [r.image_id for r in voc.records].index("000012")
+    assert mc[i12] == {"car"}
+    assert all(len(m) <= r.num_objects for m, r in zip(mc, voc.records))
+    assert multi_labels(voc.records[:1], voc.class_names) == mc[:1]
+    assert voc.class_to_id["car"] == 6
+    gts = voc.ground_truths()
+    assert len(gts) == 200 and gts[i12][0].shape == (1, 4)
+    a, b = voc.split(0.8, seed=0)
+    assert isinstance(a, DetectionData) and len(a) == 160 and len(b) == 40
+    assert not {r.image_id for r in a.records} & {r.image_id for r in b.records}
+    assert "200 images, 718 objects (174 difficult)" in voc.summary()
+    x = voc.records[i12].load_image()
+    assert x.shape == (333, 500, 3) and x.dtype == np.uint8
+
+
+def test_error_policy(caplog):
+    with pytest.raises(ValueError, match="a.xml: broken .pass on_error='skip'"):
+        ErrorPolicy("raise").problem("a.xml", "broken")
+    p = ErrorPolicy("skip")
+    p.problem("a.xml", "broken")
+    p.problem("b.xml", "worse")
+    with caplog.at_level("WARNING", logger="ssd_keras.data"):
+        p.finish("reader")
+    assert p.skipped == [("a.xml", "broken"), ("b.xml", "worse")] and "skipped 2 image(s)" in caplog.text
+
+
+def test_check_image_file():
+    ok = os.path.join(JPEGS, "img_a.jpg")
+    assert check_image_file(ok) is None and check_image_file(ok, (64, 48)) is None
+    assert "40x40 but the annotation says 64x48" in check_image_file(os.path.join(JPEGS, "bad_size.jpg"), (64, 48))
+    assert "truncated JPEG" in check_image_file(os.path.join(JPEGS, "bad_corrupt.jpg"))
+    assert "0 bytes" in check_image_file(os.path.join(JPEGS, "bad_zero.jpg"))
+    assert "missing" in check_image_file(os.path.join(JPEGS, "nope.jpg"))
+    assert "not a readable image" in check_image_file(os.path.join(os.path.dirname(JPEGS), "Annotations", "img_a.xml"))
