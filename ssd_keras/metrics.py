@@ -283,7 +283,8 @@ def ground_truths_from_y_true(y_true, difficult=None):
 def coco_map(detections, ground_truths, num_classes, image_size=(1000, 1000)):
     """COCO-style AP through pycocotools (101-point, IoU 0.5:0.95): a different metric from
     VOC's, reported by many papers. Same inputs as `evaluate_detections`; difficult objects
-    become COCO "iscrowd" regions (matches to them are ignored, as in VOC).
+    become COCO "iscrowd" regions, so detections on them are ignored as in VOC (COCO's
+    crowd overlap is intersection over the detection's area, not IoU).
 
     Boxes are scaled to `image_size` `(height, width)` pixels because COCO's small/medium/
     large areas are in pixels. Returns a dict with `"map"` (AP@[.5:.95]), `"map_50"`,

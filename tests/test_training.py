@@ -191,6 +191,10 @@ def test_freeze_to_default_groups_on_build_ssd():
     assert len(head_vars) > 0
     unfreeze(model)
     assert len(model.trainable_weights) > len(head_vars)
+    # the lesson's [lr/100, lr/10, lr] reaches every trainable variable, by its path
+    mult = group_lr_multipliers(groups, (0.01, 0.1, 1.0))
+    assert {v.path for v in model.trainable_weights} <= set(mult)
+    assert sorted(set(mult.values())) == [0.01, 0.1, 1.0]
 
 
 def test_fit_one_cycle_follows_schedule_and_logs_loss_parts():
