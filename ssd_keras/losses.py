@@ -45,6 +45,21 @@ def _coerce_focal(focal):
     return (alpha, gamma)
 
 
+def _in_xla_context():
+    """True while tracing for XLA (`jit_compile=True`), where TF drops Assert ops anyway.
+
+    Skipping the checks there saves their cost and TF's "Ignoring Assert operator" warnings.
+    Uses a private TF helper; if it moves, the checks are simply built (and ignored by XLA).
+    """
+    try:
+        from tensorflow.python.framework import ops
+        from tensorflow.python.ops import control_flow_util
+
+        return bool(control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph()))
+    except Exception:  # noqa: BLE001 - private API; fall back to building the checks
+        return False
+
+
 @keras.saving.register_keras_serializable(package="ssd_keras")
 class SSDLoss(keras.losses.Loss):
     """SSD loss of fastai lesson 9: L1 location loss + BCE (or focal) classification loss.
@@ -71,9 +86,10 @@ class SSDLoss(keras.losses.Loss):
     Bad input: a wrong static shape of `y_pred` / `y_true` raises `ValueError` when the loss
     is called or traced. Bad values in `y_true` (NaN, coordinates outside [0, 1],
     `ymax <= ymin` or `xmax <= xmin`, class ids not integers in `[-1, num_classes)`) raise
-    `tf.errors.InvalidArgumentError` with a message, eagerly and under `tf.function`. Under
-    XLA (`jit_compile=True`, Keras' default on GPU) assertions are compiled out: validate the
-    data set once without XLA, e.g. `model.compile(..., jit_compile=False)` for a first epoch.
+    `tf.errors.InvalidArgumentError` with a message, eagerly and under `tf.function`. XLA
+    (`jit_compile=True`, Keras' default on GPU) cannot run assertions, so the checks are left
+    out of XLA-compiled steps: check a data set once without XLA (e.g. call the loss eagerly
+    on a few batches, or `model.compile(..., jit_compile=False)` for a first epoch).
     """
 
     def __init__(
@@ -105,7 +121,7 @@ class SSDLoss(keras.losses.Loss):
         y_true = tf.cast(y_true, tf.float32)
         y_pred = tf.cast(y_pred, tf.float32)  # mixed precision: loss in float32
         self._check_shapes(y_true, y_pred)
-        if self.validate:
+        if self.validate and not _in_xla_context():
             y_true = self._check_values(y_true)
         c = self.num_classes
         match = match_anchors(y_true, self.anchors, c, self.pos_threshold)
