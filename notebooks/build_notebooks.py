@@ -13,8 +13,11 @@ notebooks again and checks that they match this file.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import sys
+import tempfile
 import time
 
 import nbformat
@@ -36,7 +39,7 @@ import tensorflow as tf
 
 import ssd_keras
 
-np.set_printoptions(precision=4, suppress=True, linewidth=110)
+np.set_printoptions(precision=4, suppress=True, linewidth=130)
 keras.utils.set_random_seed(0)"""
 
 
@@ -326,7 +329,9 @@ Why should output cell *(1, 1)* be about the top-left-middle of the image? Becau
 The lesson traces it in a spreadsheet and notes that the centre of the patch is used by many more
 paths than its edges, so a cell "looks" mostly at its middle. The same picture from autodiff: the
 gradient of cell 5's class scores with respect to the input pixels (untrained weights — the shape
-comes from the architecture).
+comes from the architecture). In this model the theoretical receptive field of a 4×4 cell (215 px:
+ten 3×3 convs, five of them stride 2) is larger than the 128-px image, yet the gradient is
+concentrated around the cell.
 """),
     code("""
 image = tf.image.resize(img[None].astype("float32"), (128, 128))
@@ -337,7 +342,7 @@ with tf.GradientTape() as tape:
 grad = tf.reduce_sum(tf.abs(tape.gradient(score, image)[0]), axis=-1).numpy()
 fig, axes = plt.subplots(1, 2, figsize=(9, 4.5))
 axes[0].imshow(image[0].numpy() / 255); axes[0].set_title("input (128 px)")
-axes[1].imshow(grad ** 0.5, cmap="magma"); axes[1].set_title("|d score(anchor 5) / d pixel|")
+axes[1].imshow(grad, cmap="magma"); axes[1].set_title("|d score(anchor 5) / d pixel|")
 for ax in axes:
     draw_boxes(ax, (128, 128), anchors.corners[5:6], class_names=[""], color="cyan")
     ax.axis("off")
@@ -359,14 +364,14 @@ boxes = activations_to_boxes(acts, anchors).numpy()
 print("anchor 5", anchors.corners[5], "-> activations +10:", boxes[5], "(centre +1/8, size x1.5)")
 print("anchor 6", anchors.corners[6], "-> activations -10:", boxes[6], "(centre -1/8, size x0.5)")
 
-# The untrained model's boxes: each stays near its own anchor.
-pred_boxes = activations_to_boxes(y[0, :, :4], anchors).numpy()
+# Random activations: each box stays within half a cell of its anchor's centre, 0.5x-1.5x its size.
+pred_boxes = activations_to_boxes(np.random.default_rng(0).normal(size=(16, 4)), anchors).numpy()
 fig, ax = plt.subplots(figsize=(4.5, 4.5))
 ax.imshow(image[0].numpy() / 255); ax.axis("off")
 no_label = [""]  # draw_boxes labels boxes with their class name; these have none
 draw_boxes(ax, (128, 128), anchors.corners, class_names=no_label, color="white")
 draw_boxes(ax, (128, 128), pred_boxes, class_names=no_label, color="orange")
-ax.set_title("anchors (white), untrained predictions (orange)");
+ax.set_title("anchors (white), boxes from random activations (orange)");
 """),
 ]
 
@@ -521,7 +526,7 @@ y_pred = model(image, training=False).numpy()  # [1, 16, 4 + 20 + 1]
 # The lesson's ssd_1_loss written out for this image ...
 a_ic = activations_to_boxes(y_pred[0, :, :4], anchors).numpy()
 loc_loss = np.abs(a_ic[pos] - bbox[gt_idx][pos]).mean()
-targets = np.eye(len(names) + 1)[gt_clas][:, :-1]  # one-hot, background column dropped
+targets = np.eye(len(names) + 1, dtype="float32")[gt_clas][:, :-1]  # one-hot, background column dropped
 clas_loss = tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(targets, y_pred[0, :, 4:-1])).numpy() / len(names)
 print(f"by hand:  loc {loc_loss:.4f}  clas {clas_loss:.4f}")
 
@@ -687,7 +692,8 @@ for focal in [None, (0.25, 1.0)]:
 ## Training: `lr_find`, `freeze_to`, one-cycle
 
 `lr_find` trains for a few dozen batches while the learning rate grows exponentially, records the
-loss, then restores the weights and the optimizer; pick a rate well below where the loss takes off.
+loss, then restores the weights and the optimizer (fastai's `learn.lr_find()`; `.plot()` is
+`learn.sched.plot()`). Pick a rate somewhat below where the loss takes off; below we train at 1e-2.
 """),
     code("""
 from ssd_keras.training import OneCycleSchedule, fit_one_cycle, freeze_to, lr_find, unfreeze
@@ -695,7 +701,7 @@ from ssd_keras.training import OneCycleSchedule, fit_one_cycle, freeze_to, lr_fi
 loss = SSDLoss(anchors, len(names), focal=(0.25, 1.0))
 model.compile(optimizer="adam", loss=loss)
 finder = lr_find(model, train_ds, start_lr=1e-4, end_lr=1.0, num_steps=30)
-print(f"steepest descent at lr ≈ {finder.suggestion(skip_start=3, skip_end=2):.1e}; lowest loss at {finder.best_lr:.1e}")
+print(f"{len(finder.lrs)} steps, stopped early (loss exploded): {finder.stopped_early}")
 finder.plot(skip_start=3, skip_end=2)
 """),
     md("""
@@ -983,7 +989,7 @@ def lesson_loss_and_grad(loss_f):
     value, loc, clas = lt.ssd_loss(pred, lt.targets_from_y_true(y_true), lesson, loss_f, return_parts=True)
     batch = len(y_pred)
     (value / batch).backward()
-    return float(value) / batch, float(loc) / batch, float(clas) / batch, leaf.grad.numpy()
+    return value.item() / batch, loc.item() / batch, clas.item() / batch, leaf.grad.numpy()
 
 
 def keras_loss_and_grad(loss):
@@ -1024,6 +1030,12 @@ import loss as loss_bench  # bench/loss.py
 rows = loss_bench.run(quick=True)
 Markdown(loss_bench.markdown(rows))
 """),
+    code("""
+fig, ax = plt.subplots(figsize=(7, 2.2))
+ax.barh([r["name"] for r in rows][::-1], [r["ms_best"] for r in rows][::-1], color="tab:blue")
+ax.set_xscale("log")
+ax.set_xlabel("ms per batch of 64: loss forward + backward (best of the repeats, log scale)");
+"""),
 ]
 
 
@@ -1049,14 +1061,42 @@ def make_notebook(cells):
     return nb
 
 
+@contextlib.contextmanager
+def this_python_kernel():
+    """A temporary kernelspec that runs *this* interpreter (the venv with ssd_keras), so that a
+    `python3` kernelspec of another Python in `~/.local/share/jupyter` cannot be picked instead.
+    Yields its name; `JUPYTER_PATH` points at it while the context is open."""
+    name = "ssd-keras-this-python"
+    with tempfile.TemporaryDirectory() as root:
+        spec_dir = os.path.join(root, "kernels", name)
+        os.makedirs(spec_dir)
+        # capture_fd_output=False: TensorFlow's C++ start-up lines go to the terminal, not into
+        # the notebook's outputs.
+        argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+                "--IPKernelApp.capture_fd_output=False"]
+        with open(os.path.join(spec_dir, "kernel.json"), "w") as f:
+            json.dump({"argv": argv, "display_name": "Python 3 (ssd_keras)", "language": "python"}, f)
+        old = os.environ.get("JUPYTER_PATH")
+        os.environ["JUPYTER_PATH"] = root if old is None else root + os.pathsep + old
+        try:
+            yield name
+        finally:
+            if old is None:
+                os.environ.pop("JUPYTER_PATH", None)
+            else:
+                os.environ["JUPYTER_PATH"] = old
+
+
 def execute(nb, timeout=CELL_TIMEOUT):
-    """Run `nb` top to bottom in `notebooks/` with the `python3` kernel (the current venv)."""
+    """Run `nb` top to bottom in `notebooks/` with this interpreter's kernel; raises
+    `nbclient.exceptions.CellExecutionError` on the first failing cell."""
     from nbclient import NotebookClient
 
-    # capture_fd_output=False: TensorFlow's C++ start-up lines go to the terminal, not into the
-    # committed outputs.
-    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": HERE}},
-                   extra_arguments=["--IPKernelApp.capture_fd_output=False"]).execute()
+    kernelspec = dict(nb.metadata.get("kernelspec", {}))
+    with this_python_kernel() as kernel_name:
+        NotebookClient(nb, timeout=timeout, kernel_name=kernel_name,
+                       resources={"metadata": {"path": HERE}}).execute()
+    nb.metadata["kernelspec"] = kernelspec  # readers open it with their own python3 kernel
     return nb
 
 
@@ -1071,7 +1111,11 @@ def main(argv=None):
         nb = make_notebook(cells)
         if not args.no_execute:
             start = time.time()
-            execute(nb)
+            try:
+                execute(nb)
+            except Exception:
+                nbformat.write(nb, os.path.join(HERE, name + ".failed"))  # to inspect; not committed
+                raise
             print(f"{name}: executed in {time.time() - start:.0f} s", flush=True)
         nbformat.write(nb, os.path.join(HERE, name))
     return 0

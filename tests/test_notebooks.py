@@ -1,9 +1,10 @@
 """The walkthrough notebooks: each executes top to bottom without error, and the committed
 copies are the generator's text with a complete set of outputs.
 
-Execution uses nbclient with the `python3` kernel, which jupyter_client starts with the current
-interpreter (`sys.executable`, the venv's python under `make test`), in `notebooks/` as the
-working directory; the committed files are never rewritten. About 3-5 minutes on 2 CPU cores in
+Execution uses nbclient with a kernel that runs the current interpreter (`sys.executable`, the
+venv's python under `make test`; see `build_notebooks.this_python_kernel`), in `notebooks/` as
+the working directory, with this process's environment (conftest: CPU only); the committed files
+are never rewritten. About 3-5 minutes on 2 CPU cores in
 all, so the six run as separate tests that pytest-xdist can spread.
 """
 
@@ -72,21 +73,14 @@ def test_committed_notebook_has_clean_outputs(name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
-def test_notebook_executes(name, tmp_path):
-    from nbclient import NotebookClient
+def test_notebook_executes(name):
     from nbclient.exceptions import CellExecutionError
 
     for module in NEEDS.get(name, []):
         pytest.importorskip(module, reason=f"{name} needs {module}")
     nb = _read(name)
-    # The kernel inherits this process's environment (conftest: CPU only, quiet TensorFlow).
-    client = NotebookClient(
-        nb, timeout=CELL_TIMEOUT, kernel_name="python3", allow_errors=False,
-        resources={"metadata": {"path": NB_DIR}},
-        extra_arguments=["--IPKernelApp.capture_fd_output=False"],
-    )
     try:
-        client.execute()
+        GEN.execute(nb, timeout=CELL_TIMEOUT)  # this interpreter's kernel, in notebooks/
     except CellExecutionError as e:
         pytest.fail(f"{name} failed:\n{str(e)[-4000:]}", pytrace=False)
     code = [c for c in nb.cells if c.cell_type == "code"]
