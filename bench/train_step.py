@@ -23,6 +23,7 @@ by the best measured fp32 matmul (`bench/peak.py`).
     python bench/train_step.py --full             # batch 32, 2 warm-up steps, 3 rounds × 5 steps
     python bench/train_step.py --mixed-precision  # add mixed_bfloat16 (CPU) / mixed_float16 (GPU)
     python bench/train_step.py --only keras-xla,torch-eager --batch-size 8 --steps 2
+    python bench/train_step.py --profile /tmp/prof --only keras   # time per TF op type
 """
 
 from __future__ import annotations
@@ -178,6 +179,49 @@ class KerasRunner:
 
     def forward_flops(self):
         return keras_conv_flops(self.model)
+
+
+def profile_keras(runner, logdir, steps=1, top=15):
+    """Trace `steps` training steps with `tf.profiler` and sum the time per TF op type.
+
+    Returns `[(op_type, ms, share of traced op time)]`, largest first, over TensorFlow's
+    compute threads (the op kernels, not the Python side). The trace stays in `logdir` for
+    TensorBoard's profile plugin. Used to find out where a training step's time goes.
+    """
+    import collections
+    import glob
+
+    import tensorflow as tf
+
+    try:
+        from tensorflow.tsl.profiler.protobuf import xplane_pb2
+    except ImportError:  # moved between TF versions
+        from tsl.profiler.protobuf import xplane_pb2
+
+    tf.profiler.experimental.start(logdir)
+    try:
+        runner.time(steps)
+    finally:
+        tf.profiler.experimental.stop()
+    path = sorted(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True), key=os.path.getmtime)[-1]
+    space = xplane_pb2.XSpace()
+    with open(path, "rb") as f:
+        space.ParseFromString(f.read())
+    per_op = collections.Counter()
+    for plane in space.planes:
+        for line in plane.lines:
+            # Op kernels run on the executor's compute threads ("tf_Compute/..."); thread-pool
+            # helpers ("ParallelFor") run inside them and would count twice.
+            if not line.name.startswith("tf_Compute"):
+                continue
+            for ev in line.events:
+                name = plane.event_metadata[ev.metadata_id].name
+                op = name.rsplit(":", 1)[-1]
+                if op in ("Process", "ParallelFor"):
+                    continue
+                per_op[op] += ev.duration_ps / 1e9
+    total = sum(per_op.values()) or 1.0
+    return [(op, ms, ms / total) for op, ms in per_op.most_common(top)]
 
 
 class TorchRunner:
@@ -350,7 +394,18 @@ def main(argv=None):
     p.add_argument("--mixed-precision", action="store_true", help="add the mixed-precision cases")
     p.add_argument("--only", help=f"comma-separated cases from {','.join(ALL_CASES)}")
     p.add_argument("--json", help="write the rows to this file")
+    p.add_argument("--profile", metavar="DIR",
+                   help="instead of the benchmark: trace one Keras step (case from --only, default "
+                        "keras) into DIR and print the time per TF op type")
     args = p.parse_args(argv)
+    if args.profile:
+        case = args.only.split(",")[0] if args.only else "keras"
+        runner = _make_runner(case, args.batch_size or 16)
+        runner.time(args.warmup or 2)
+        print(f"| op ({case}, batch {runner.batch_size}) | ms | share |\n|---|---:|---:|")
+        for op, ms, share in profile_keras(runner, args.profile, steps=args.steps or 1):
+            print(f"| {op} | {ms:.0f} | {100 * share:.1f} % |")
+        return
     rows = run(not args.full, args.batch_size, args.warmup, args.steps, args.rounds, args.mixed_precision,
                args.only.split(",") if args.only else None)
     for r in rows:

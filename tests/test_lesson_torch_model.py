@@ -114,6 +114,17 @@ def test_normalize_images():
     assert np.allclose(x[0, :, 0, 0].numpy(), (1 - np.array(L.IMAGENET_MEAN)) / np.array(L.IMAGENET_STD))
 
 
+def _bench_train_step():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "bench" / "train_step.py"
+    spec = importlib.util.spec_from_file_location("bench_train_step", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 # --- weight transfer to the Keras model (colleague B's build_ssd) ----------------------------
 
 
@@ -148,6 +159,11 @@ def test_keras_model_with_copied_weights_matches_torch(multi):
     assert y_keras.shape == y_torch.shape == (2, anchors.num_anchors, 4 + 3 + 1)
     assert np.abs(y_torch).max() > 1.0  # not trivially small outputs
     np.testing.assert_allclose(y_keras, y_torch, rtol=1e-4, atol=5e-4)
+    if multi:
+        # The benchmark's FLOP count, read from the traced Keras graph, agrees with the torch one
+        # (the unused out0 never runs, so neither counts it).
+        flops = _bench_train_step().keras_conv_flops(km)
+        assert flops == L.count_flops(num_classes=3, k=9, multi=True, image_size=224)["forward_flops_per_image"]
 
     # The wrong head type is refused with the layer names, not a shape error deep inside.
     other = L.LessonSSD(num_classes=3, k=k, multi=not multi)
