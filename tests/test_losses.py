@@ -180,7 +180,7 @@ def test_serialisation_round_trip():
     assert isinstance(metric, SSDLossPart) and metric.name == "clas"
 
 
-def test_metrics_and_fit():
+def test_metrics_and_fit(tmp_path):
     anchors, c = AnchorConfig.single_grid(4), 3
     loss = SSDLoss(anchors, c)
     loc, clas = loss.metrics()
@@ -203,6 +203,14 @@ def test_metrics_and_fit():
     hist = model.fit(x, y, batch_size=8, epochs=2, verbose=0).history
     assert {"loss", "loc", "clas"} <= set(hist)
     np.testing.assert_allclose(hist["loss"][0], hist["loc"][0] + hist["clas"][0], rtol=1e-5)
+    # The compiled loss and metrics survive a .keras round trip.
+    model.save(tmp_path / "m.keras")
+    restored = keras.saving.load_model(tmp_path / "m.keras")
+    assert isinstance(restored.loss, SSDLoss) and restored.loss.anchors == anchors
+    want = model.evaluate(x, y, verbose=0, return_dict=True)
+    got = restored.evaluate(x, y, verbose=0, return_dict=True)
+    for key in ("loss", "loc", "clas"):
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-6)
 
 
 # --- bad input -----------------------------------------------------------------------------------
