@@ -11,9 +11,10 @@ same CPU in the same process:
   `tf.function(jit_compile=True)` (XLA), each computing the loss and its gradient w.r.t.
   `y_pred` with a `GradientTape`.
 
-Each row is the median over timed repeats after warm-up (tracing / XLA compilation). The
-values are checked against each other (relative difference printed) so the timing compares
-the same computation.
+Each row gives the median and the best wall time over timed repeats after warm-up (tracing /
+XLA compilation), and the median process CPU time; `ms_per_batch` / `speedup` are the
+medians. The values are checked against each other (relative difference printed), so the
+timings compare the same computation.
 
     python bench/loss.py                 # quick: BCE, a few seconds
     python bench/loss.py --full          # BCE and focal, more repeats
@@ -69,11 +70,12 @@ def _time(fn, warmup, repeats):
         fn()
         wall.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
-    return dict(ms_best=1000 * min(wall), ms_median=1000 * float(np.median(wall)),
+    median = 1000 * float(np.median(wall))
+    return dict(ms_per_batch=median, ms_median=median, ms_best=1000 * min(wall),
                 cpu_ms_median=1000 * float(np.median(cpu)))
 
 
-def run(quick=True, focal=None, seed=0, use_gpu=False, torch_threads=1):
+def run(quick=True, focal=None, seed=0, use_gpu=False, torch_threads=1, tf_threads=None):
     """Time the loss; returns one dict per implementation (and per loss kind).
 
     `focal=None` times BCE (and, unless `quick`, the lesson's focal loss too); pass
@@ -81,9 +83,17 @@ def run(quick=True, focal=None, seed=0, use_gpu=False, torch_threads=1):
     frameworks run on the same CPU. `torch_threads=1` is the lesson loop's best case: its
     ops are tiny, and with more threads torch's thread pool costs more than it gives (on a
     busy 2-core machine, 2 threads were 20x slower); `None` keeps torch's default.
+    `tf_threads=1` makes TensorFlow single-threaded too (for a like-for-like CPU-time
+    comparison; it must be set before TensorFlow runs anything in the process).
     """
     import tensorflow as tf
 
+    if tf_threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(tf_threads)
+            tf.config.threading.set_inter_op_parallelism_threads(tf_threads)
+        except RuntimeError:  # TensorFlow already initialised by the caller
+            pass
     if not use_gpu:
         try:
             tf.config.set_visible_devices([], "GPU")
@@ -107,6 +117,7 @@ def run(quick=True, focal=None, seed=0, use_gpu=False, torch_threads=1):
         bench="loss", batch=BATCH, anchors=anchors.num_anchors, classes=NUM_CLASSES,
         objects_median=float(np.median(counts)), objects_mean=float(np.mean(counts)),
         objects_max=int(counts.max()), tf_device=device, torch_threads=torch.get_num_threads(),
+        tf_threads=tf.config.threading.get_intra_op_parallelism_threads() or "default",
         cpu=platform.processor() or platform.machine(), cpu_count=os.cpu_count(),
         load_average=os.getloadavg()[0],
     )
@@ -125,7 +136,7 @@ def run(quick=True, focal=None, seed=0, use_gpu=False, torch_threads=1):
         ref = _time(torch_step, 1, reps_torch)
         rows.append(dict(common, name="lesson ssd_loss, PyTorch per-image loop", loss=kind,
                          framework=f"torch {torch.__version__} eager", **ref, speedup=1.0,
-                         speedup_median=1.0, cpu_speedup=1.0, rel_diff=0.0, repeats=reps_torch))
+                         speedup_best=1.0, cpu_speedup=1.0, rel_diff=0.0, repeats=reps_torch))
 
         loss = SSDLoss(anchors, NUM_CLASSES, focal=(0.25, 1.0) if use_focal else None)
         yt, yp = tf.constant(y_true), tf.constant(y_pred)
@@ -150,8 +161,8 @@ def run(quick=True, focal=None, seed=0, use_gpu=False, torch_threads=1):
 
             t = _time(timed, warmup, reps_tf)
             rows.append(dict(common, name=name, loss=kind, framework=f"tensorflow {tf.__version__}",
-                             **t, speedup=ref["ms_best"] / t["ms_best"],
-                             speedup_median=ref["ms_median"] / t["ms_median"],
+                             **t, speedup=ref["ms_median"] / t["ms_median"],
+                             speedup_best=ref["ms_best"] / t["ms_best"],
                              cpu_speedup=ref["cpu_ms_median"] / t["cpu_ms_median"],
                              rel_diff=abs(value - ref_value) / abs(ref_value), repeats=reps_tf))
     return rows
@@ -160,14 +171,14 @@ def run(quick=True, focal=None, seed=0, use_gpu=False, torch_threads=1):
 def markdown(rows):
     """The rows as a Markdown table."""
     lines = [
-        "| loss | implementation | ms / batch (best) | speed-up | ms (median) | speed-up (median) "
+        "| loss | implementation | ms / batch (median) | speed-up | ms (best) | speed-up (best) "
         "| CPU ms (median) | CPU speed-up | rel. diff of value |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['loss']} | {r['name']} | {r['ms_best']:.2f} | {r['speedup']:.1f}× | "
-            f"{r['ms_median']:.2f} | {r['speedup_median']:.1f}× | {r['cpu_ms_median']:.2f} | "
+            f"| {r['loss']} | {r['name']} | {r['ms_median']:.2f} | {r['speedup']:.1f}× | "
+            f"{r['ms_best']:.2f} | {r['speedup_best']:.1f}× | {r['cpu_ms_median']:.2f} | "
             f"{r['cpu_speedup']:.1f}× | {r['rel_diff']:.1e} |"
         )
     r = rows[0]
@@ -175,7 +186,8 @@ def markdown(rows):
     lines.append(
         f"batch {r['batch']}, {r['anchors']} anchors, {r['classes']} classes, objects per image "
         f"median {r['objects_median']:g} / mean {r['objects_mean']:.2f} / max {r['objects_max']}; "
-        f"TF device {r['tf_device']}, torch threads {r['torch_threads']}, {r['cpu_count']} CPUs, "
+        f"TF device {r['tf_device']}, TF threads {r['tf_threads']}, torch threads {r['torch_threads']}, "
+        f"{r['cpu_count']} CPUs, "
         f"load average before the run {r['load_average']:.1f}. Speed-ups are against the lesson's "
         "loop. Best = minimum over repeats (timeit's convention); CPU ms counts all threads of "
         "the process; on a busy machine median wall times mostly measure the other processes."
@@ -189,12 +201,14 @@ def main(argv=None):
     p.add_argument("--focal", action="store_true", help="time only the focal loss")
     p.add_argument("--gpu", action="store_true", help="let TensorFlow use a GPU (torch stays on CPU)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tf-threads", type=int, default=0,
+                   help="TensorFlow intra/inter-op threads (default 0 = TensorFlow's default)")
     p.add_argument("--torch-threads", type=int, default=1,
                    help="threads for the lesson's loop (default 1, its fastest; 0 = torch's default)")
     p.add_argument("--json", help="write the rows to this file")
     args = p.parse_args(argv)
     rows = run(quick=not args.full, focal=True if args.focal else None, seed=args.seed, use_gpu=args.gpu,
-               torch_threads=args.torch_threads or None)
+               torch_threads=args.torch_threads or None, tf_threads=args.tf_threads or None)
     print(markdown(rows))
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
