@@ -426,7 +426,8 @@ def fit_one_cycle(model, train_ds, epochs, max_lr, div=20.0, cut_div=10.0, val_d
         moms: e.g. `(0.95, 0.85)` to cycle Adam's beta_1 (`use_clr_beta`); None keeps it.
         out_dir: when given, `default_callbacks(out_dir, ...)` are added (resume, checkpoints,
             TensorBoard); always a `NaNGuard`.
-        map_callback: a `MeanAveragePrecisionCallback`; `val_map` then drives best.keras.
+        map_callback: a `MeanAveragePrecisionCallback`; with `every=1`, `val_map` drives
+            best.keras (else `val_loss`).
         callbacks: more callbacks, after those.
     Returns:
         the `History`.
@@ -451,8 +452,13 @@ def fit_one_cycle(model, train_ds, epochs, max_lr, div=20.0, cut_div=10.0, val_d
         model.compile(optimizer=opt, loss=loss, metrics=metrics, jit_compile=jit_compile)
     cbs = []
     if out_dir is not None:
-        monitor = "val_map" if map_callback is not None else ("val_loss" if val_ds is not None else "loss")
-        cbs += default_callbacks(out_dir, monitor=monitor, mode="max" if monitor == "val_map" else "min",
+        # best.keras follows val_map when it is computed every epoch (ModelCheckpoint warns
+        # on epochs without its key), else the validation (or training) loss.
+        if map_callback is not None and getattr(map_callback, "every", 1) == 1:
+            monitor = getattr(map_callback, "name", "val_map")
+        else:
+            monitor = "val_loss" if val_ds is not None else "loss"
+        cbs += default_callbacks(out_dir, monitor=monitor, mode="min" if monitor.endswith("loss") else "max",
                                  map_callback=map_callback)
     else:
         cbs += ([map_callback] if map_callback is not None else []) + [NaNGuard()]
