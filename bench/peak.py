@@ -87,6 +87,16 @@ def device_name() -> str:
         return "gpu"
 
 
+def _tf_onednn():
+    """Whether TensorFlow's oneDNN CPU kernels are on in this process (None if unknown)."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return None
+
+
 def machine_info() -> dict:
     """Everything needed to read a benchmark number later: date, CPU, cores, versions, device."""
     import keras
@@ -108,7 +118,8 @@ def machine_info() -> dict:
             "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
             "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
         },
-        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on for x86 CPUs)"),
+        "tf_onednn": _tf_onednn(),
+        "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
         "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
     }
     try:

@@ -162,7 +162,8 @@ def markdown_report(rows, machine, args_line, elapsed_s):
         + (f" @ {m['cpu_mhz']:.0f} MHz" if m.get("cpu_mhz") else ""),
         f"- TensorFlow {m['tensorflow']}, Keras {m['keras']}, torch {m.get('torch')}, numpy {m['numpy']}, "
         f"Python {m['python']}; TF threads intra/inter {m['tf_threads']['intra_op']}/{m['tf_threads']['inter_op']} "
-        f"(0 = all cores), torch threads {m.get('torch_threads')}",
+        f"(0 = all cores), torch threads {m.get('torch_threads')}; TF oneDNN kernels "
+        f"{'on' if m.get('tf_onednn') else 'off'} (TF_ENABLE_ONEDNN_OPTS={m.get('TF_ENABLE_ONEDNN_OPTS')})",
         f"- load average (1 min) at start / end: {_fmt(m.get('load_avg_start'))} / {_fmt(m.get('load_avg_end'))}"
         " (other processes on the machine; > cores means the numbers are noisy)",
         "",

@@ -6,7 +6,10 @@ VOC-like targets: 1–20 objects per image, median 2) with Adam:
 
 * Keras: `build_ssd(...)` + `SSDLoss`, `model.fit` on a `tf.data` set that repeats one batch in
   memory (so the input pipeline is not measured — `bench/pipeline.py` does that), with and
-  without XLA (`jit_compile`), and with mixed precision (`--mixed-precision`).
+  without XLA (`jit_compile`), with mixed precision (`--mixed-precision`), and on CPU with
+  TensorFlow's other oneDNN setting (`keras-onednn` / `keras-eigen`: a child process with
+  `TF_ENABLE_ONEDNN_OPTS=1` / `0`; TensorFlow turns oneDNN on by default only on CPUs with
+  AVX512-VNNI/BF16 or AMX, see `onednn_enabled`).
 * PyTorch 2.13: `LessonSSD` (`ssd_keras.lesson_torch_model`) + the lesson's `ssd_loss` with
   `BCE_Loss` (`ssd_keras.lesson_torch`, the per-image loop the lesson uses), eager NCHW, eager
   `channels_last`, and `torch.compile` of the model (the loss stays eager: its per-image Python
@@ -45,7 +48,7 @@ NUM_CLASSES = 20
 IMAGE_SIZE = 224
 MAX_BOXES = 20
 
-KERAS_CASES = ("keras", "keras-xla", "keras-mp", "keras-xla-mp")
+KERAS_CASES = ("keras", "keras-xla", "keras-onednn", "keras-eigen", "keras-mp", "keras-xla-mp")
 TORCH_CASES = ("torch-eager", "torch-channels-last", "torch-compile", "torch-mp")
 ALL_CASES = KERAS_CASES + TORCH_CASES
 
@@ -175,7 +178,7 @@ class KerasRunner:
         return marks[-1] - marks[0]
 
     def info(self):
-        return {"policy": self.policy, "final_loss": self.loss}
+        return {"policy": self.policy, "final_loss": self.loss, "onednn": onednn_enabled()}
 
     def forward_flops(self):
         return keras_conv_flops(self.model)
@@ -286,7 +289,96 @@ class TorchRunner:
 # --------------------------------------------------------------------------------------------
 
 
+def onednn_enabled() -> bool:
+    """Whether this process's TensorFlow uses its oneDNN CPU kernels.
+
+    TensorFlow's Linux default is on only for CPUs with AVX512_VNNI / AVX512_BF16 / AVX_VNNI /
+    AMX (tensorflow/core/util/port.cc, `DefaultOneDnnPolicy`); elsewhere (e.g. AVX2-only AMD
+    EPYC) convolutions run on Eigen kernels unless `TF_ENABLE_ONEDNN_OPTS=1` is set before
+    TensorFlow is imported. PyTorch always uses oneDNN for CPU convolutions.
+    """
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+class SubprocessKerasRunner:
+    """A `KerasRunner` in a child process with `TF_ENABLE_ONEDNN_OPTS` set (`onednn` True/False).
+
+    The switch is read once when TensorFlow starts, so the other setting needs its own process;
+    the child is driven step by step (`time N` on its stdin) so that it still takes part in the
+    interleaved timing rounds.
+    """
+
+    def __init__(self, batch_size, onednn):
+        import subprocess
+
+        env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="1" if onednn else "0")
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--worker", "--batch-size", str(batch_size)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+        )
+        self.batch_size, self.onednn = batch_size, onednn
+        self._ask("ping")
+
+    def _ask(self, line):
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        reply = self.proc.stdout.readline()
+        if not reply:
+            raise RuntimeError(f"train_step worker (TF_ENABLE_ONEDNN_OPTS={int(self.onednn)}) exited "
+                               f"with {self.proc.wait()}; run it alone to see its error")
+        return json.loads(reply)
+
+    def time(self, steps):
+        return self._ask(f"time {steps}")
+
+    def info(self):
+        return self._ask("info")
+
+    def forward_flops(self):
+        return self._ask("flops")
+
+    def __del__(self):
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+        except Exception:  # noqa: BLE001 - best effort at interpreter exit
+            pass
+
+
+def _worker(batch_size):
+    """The child side of `SubprocessKerasRunner`: one JSON reply per command line."""
+    out = sys.stdout
+    sys.stdout = sys.stderr  # keep Keras / TF prints off the reply channel
+    runner = KerasRunner(batch_size)
+    for line in sys.stdin:
+        cmd, *arg = line.split()
+        if cmd == "ping":
+            reply = {"onednn": onednn_enabled()}
+        elif cmd == "time":
+            reply = runner.time(int(arg[0]))
+        elif cmd == "info":
+            reply = {**runner.info(), "onednn": onednn_enabled()}
+        elif cmd == "flops":
+            reply = runner.forward_flops()
+        else:
+            break
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
+
+
+def default_cases(mixed_precision=False):
+    """All cases but the mixed-precision ones (unless asked) and the oneDNN setting already in use."""
+    skip = {"keras-onednn" if onednn_enabled() else "keras-eigen"}
+    if _device_kind() == "gpu":
+        skip |= {"keras-onednn", "keras-eigen"}  # CPU kernels only
+    return [c for c in ALL_CASES if c not in skip and (mixed_precision or not c.endswith("mp"))]
+
+
 def _make_runner(case, batch_size):
+    if case in ("keras-onednn", "keras-eigen"):
+        return SubprocessKerasRunner(batch_size, onednn=case == "keras-onednn")
     if case.startswith("keras"):
         return KerasRunner(batch_size, jit_compile="xla" in case, mixed_precision=case.endswith("mp"))
     mode = {"torch-eager": "eager", "torch-channels-last": "channels_last",
@@ -313,7 +405,7 @@ def run(quick=True, batch_size=None, warmup=None, steps=None, rounds=None, mixed
     warmup = warmup or 2
     steps = steps or (2 if quick else 5)
     rounds = rounds or (2 if quick else 3)
-    cases = list(only) if only else [c for c in ALL_CASES if not c.endswith("mp") or mixed_precision]
+    cases = list(only) if only else default_cases(mixed_precision)
     unknown = set(cases) - set(ALL_CASES)
     if unknown:
         raise ValueError(f"train_step: unknown case(s) {sorted(unknown)}; choose from {ALL_CASES}")
@@ -349,7 +441,7 @@ def run(quick=True, batch_size=None, warmup=None, steps=None, rounds=None, mixed
     flops = None
     for c, runner in runners.items():
         rows[c].update(value=float(np.median(samples[c])), samples=[round(v, 3) for v in samples[c]], **runner.info())
-        if flops is None and isinstance(runner, KerasRunner):
+        if flops is None and isinstance(runner, (KerasRunner, SubprocessKerasRunner)):
             flops = runner.forward_flops()
     if flops is None:
         try:
@@ -397,7 +489,10 @@ def main(argv=None):
     p.add_argument("--profile", metavar="DIR",
                    help="instead of the benchmark: trace one Keras step (case from --only, default "
                         "keras) into DIR and print the time per TF op type")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.worker:
+        return _worker(args.batch_size or 16)
     if args.profile:
         case = args.only.split(",")[0] if args.only else "keras"
         runner = _make_runner(case, args.batch_size or 16)
