@@ -47,5 +47,6 @@ from ssd_keras.training import (
     lr_find,
     unfreeze,
 )
+from ssd_keras.export import export_savedmodel, export_tflite, load_model, save_model
 
 __version__ = "0.1.0"
