@@ -19,6 +19,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from ssd_keras.anchors import AnchorConfig
+from ssd_keras.boxes import jaccard
 
 #: the overlap the lesson gives an object's best anchor, so it is always positive.
 FORCED_OVERLAP = 1.99
@@ -56,25 +57,6 @@ def _map(overlaps, valid):
     gt_overlap = tf.maximum(gt_overlap, 0.0)
     gt_idx = tf.where(tf.reduce_any(valid, axis=1, keepdims=True), gt_idx, 0)
     return gt_overlap, gt_idx
-
-
-def _batched_jaccard(boxes, anchor_corners):
-    """IoU `[B, M, A]` of yxyx boxes `[B, M, 4]` with fixed yxyx anchors `[A, 4]`.
-
-    The same float32 operations as `boxes.jaccard` (so the same values, bit for bit), written
-    per coordinate: TF's CPU kernels broadcast `[B, M, 1]` against `[A]` several times faster
-    than `[B, M, 1, 2]` against `[A, 2]` (measured on the benchmark's batch).
-    """
-    y0, x0, y1, x1 = (boxes[..., i, None] for i in range(4))  # [B, M, 1]
-    ay0, ax0, ay1, ax1 = (tf.constant(anchor_corners[:, i]) for i in range(4))  # [A]
-    inter_h = tf.maximum(tf.minimum(y1, ay1) - tf.maximum(y0, ay0), 0.0)
-    inter_w = tf.maximum(tf.minimum(x1, ax1) - tf.maximum(x0, ax0), 0.0)
-    inter = inter_h * inter_w
-    area = (y1 - y0) * (x1 - x0)
-    anchor_area = tf.constant(
-        (anchor_corners[:, 2] - anchor_corners[:, 0]) * (anchor_corners[:, 3] - anchor_corners[:, 1])
-    )
-    return tf.math.divide_no_nan(inter, area + anchor_area - inter)
 
 
 def map_to_ground_truth(overlaps):
@@ -128,7 +110,7 @@ def match_anchors(y_true, anchors, num_classes, pos_threshold=0.4):
     valid = gt_cls >= 0
     # Zero the padding rows so whatever they hold cannot leak NaN into the loss.
     gt_boxes = tf.where(valid[..., None], y_true[..., :4], 0.0)
-    overlaps = _batched_jaccard(gt_boxes, anchors.corners)  # [B, M, A]
+    overlaps = jaccard(gt_boxes, anchors.corners)  # [B, M, A]
     gt_overlap, gt_idx = _map(overlaps, valid)
     positive = gt_overlap > pos_threshold
     boxes = tf.gather(gt_boxes, gt_idx, batch_dims=1)
