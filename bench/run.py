@@ -4,6 +4,7 @@
     python bench/run.py --full              # longer runs (batch 32, more rounds)
     python bench/run.py --mixed-precision   # add mixed-precision cases (bfloat16 on CPU, float16 on GPU)
     python bench/run.py --only peak,train_step --batch-size 8
+    python bench/run.py --train-cases keras,keras-onednn,torch-eager,torch-compile
     python bench/run.py --out /tmp/bench    # where results go (default bench/results/)
 
 Benchmarks (each a module here with `run(quick=True) -> list[dict]` and its own CLI):
@@ -178,6 +179,7 @@ def main(argv=None):
     p.add_argument("--mixed-precision", action="store_true", help="add mixed-precision cases")
     p.add_argument("--only", help=f"comma-separated subset of {','.join(BENCHMARKS)}")
     p.add_argument("--batch-size", type=int, help="batch size of train_step and inference")
+    p.add_argument("--train-cases", help="train_step cases (comma-separated; see bench/train_step.py --help)")
     p.add_argument("--out", default=os.path.join(HERE, "results"), help="results folder")
     p.add_argument("--no-save", action="store_true", help="print only")
     args = p.parse_args(argv)
@@ -202,7 +204,8 @@ def main(argv=None):
         try:
             module = importlib.import_module(name)
             kwargs = {"use_gpu": gpu, "mixed_precision": args.mixed_precision, "batch_size": args.batch_size,
-                      "peak_gflops": peak_gflops}
+                      "peak_gflops": peak_gflops,
+                      "only": args.train_cases.split(",") if (name == "train_step" and args.train_cases) else None}
             if name == "pipeline":
                 kwargs.pop("batch_size")  # its batch size is the data set's (32), not the model's
             rows = _call_run(module, quick, **kwargs)

@@ -368,9 +368,12 @@ def _worker(batch_size):
         out.flush()
 
 
-def default_cases(mixed_precision=False):
-    """All cases but the mixed-precision ones (unless asked) and the oneDNN setting already in use."""
+def default_cases(mixed_precision=False, quick=True):
+    """All cases but the mixed-precision ones (unless asked), the oneDNN setting already in use,
+    and, when `quick`, `torch-compile` (inductor compiles C++ for minutes on 2 cores)."""
     skip = {"keras-onednn" if onednn_enabled() else "keras-eigen"}
+    if quick:
+        skip.add("torch-compile")
     if _device_kind() == "gpu":
         skip |= {"keras-onednn", "keras-eigen"}  # CPU kernels only
     return [c for c in ALL_CASES if c not in skip and (mixed_precision or not c.endswith("mp"))]
@@ -397,15 +400,15 @@ def run(quick=True, batch_size=None, warmup=None, steps=None, rounds=None, mixed
 
     All runners are built and warmed up first, then timed in `rounds` interleaved rounds of
     `steps` steps each (case A, B, C, A, B, C, ...), so a change in machine load hits every
-    case alike; the median round counts. `only`: case names from `ALL_CASES`; default: all
-    but the mixed-precision ones, which `mixed_precision=True` adds. `peak_gflops`: the
+    case alike; the median round counts. `only`: case names from `ALL_CASES`; default:
+    `default_cases(mixed_precision, quick)`. `peak_gflops`: the
     reference for the fraction of peak (measured with `bench/peak.py` if None).
     """
     batch_size = batch_size or (16 if quick else 32)
     warmup = warmup or 2
     steps = steps or (2 if quick else 5)
     rounds = rounds or (2 if quick else 3)
-    cases = list(only) if only else default_cases(mixed_precision)
+    cases = list(only) if only else default_cases(mixed_precision, quick)
     unknown = set(cases) - set(ALL_CASES)
     if unknown:
         raise ValueError(f"train_step: unknown case(s) {sorted(unknown)}; choose from {ALL_CASES}")
