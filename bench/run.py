@@ -76,7 +76,7 @@ def _normalise_loss(r):
 def _normalise_pipeline(r, train_ips):
     """bench/pipeline.py rows: data, augment, images_per_s; ratio vs the Keras training step."""
     case = f"{r.get('data')}{' + augment' if r.get('augment') else ''}"
-    if r.get("image_size"):
+    if r.get("image_size") and f"{r['image_size']}px" not in case:
         case += f", {r['image_size']}px"
     out = {"bench": "pipeline", "case": case, "value": r.get("images_per_s"), "unit": "img/s"}
     if train_ips and r.get("images_per_s") and r.get("batch_size"):
