@@ -53,7 +53,7 @@ def test_help_through_python_dash_m():
     proc = subprocess.run([sys.executable, "-m", "ssd_keras", "demo", "--help"],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0
-    assert "--image-size IMAGE_SIZE" in proc.stdout and "(default: 128)" in proc.stdout
+    assert "--image-size IMAGE_SIZE" in proc.stdout and "(default: 64)" in proc.stdout
     assert "resnet34" in proc.stdout  # the lesson's configuration is documented one flag away
 
 
