@@ -569,7 +569,7 @@ the one-cycle schedule.
 | `learn.freeze_to(-2)`, `learn.unfreeze()` | `freeze_to(model, n)`, `unfreeze(model)` over `layer_groups(model)` |
 | `learn.fit(lrs, 1, cycle_len=5, use_clr=(20, 10))` | `fit_one_cycle(model, ds, 5, lr, div=20, cut_div=10, group_multipliers=(1/100, 1/10, 1))` |
 
-*Run time:* about 1–2 minutes on 2 CPU cores: the training section is a **short run** (the `tiny`
+*Run time:* about 1–2 minutes on 2 idle CPU cores (3–4 on a busy machine): the training section is a **short run** (the `tiny`
 body at 64 px, 256 generated images, 4 epochs) to show the mechanics and the curves. The lesson's
 configuration on a GPU:
 
@@ -736,7 +736,8 @@ history = fit_one_cycle(model, train_ds, 3, 1e-2, loss=loss, group_multipliers=(
 """),
     md("""
 `fit` logs the two parts of the loss next to it (`loc`, `clas`, as the lesson prints them; they come
-from `loss.metrics()`). The loss curves of the two stages:
+from `loss.metrics()`). The loss curves of the two stages: right after unfreezing the loss goes up
+(the random body starts to move while the new cycle warms up), then it falls.
 """),
     code("""
 logs = {k: history_head.history[k] + history.history[k] for k in ["loss", "loc", "clas"]}

@@ -87,13 +87,16 @@ def main():
     result = val_map.evaluate(model)
     print(f"held-out mAP (VOC07, IoU 0.5): {result['map']:.3f}; {time.time() - start:.0f} s")
     history.append({"epochs": args.epochs, "max_lr": args.lr, "val_map": round(float(result["map"]), 4)})
-    # An uncompiled copy: no optimizer state in the file (a third of the size).
-    inference_model = keras.models.clone_model(model)
-    inference_model.set_weights(model.get_weights())
-    save_model(inference_model, args.out, names, anchors, size,
+    # Save, then re-save the uncompiled reload: no optimizer state in the shipped file (a third
+    # of the size; keras.models.clone_model of a compiled model keeps it).
+    tmp = args.out + ".tmp.keras"
+    save_model(model, tmp, names, anchors, size,
                extra={"backbone": "tiny", "head_filters": args.filters, "head_dropout": args.dropout,
                       "train_images": args.train_images, "data": "shapes", "loss": "BCE",
                       "history": history, "val_map": round(float(result["map"]), 4)})
+    inference_model, info = load_model(tmp)
+    save_model(inference_model, args.out, names, anchors, size, extra=info.extra)
+    os.remove(tmp)
     print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB)")
 
 
