@@ -773,8 +773,8 @@ IoU 0.5, and their mean (mAP).
 *Run time:* about 30 s on 2 CPU cores. The model is a checkpoint shipped in `notebooks/assets/`:
 the lesson's multi-grid head (189 anchors) on the small `tiny` body at 128 px (head with 64 filters
 to keep the file small), trained on 1200 `shapes` images with the recipe of notebook 4 (BCE loss,
-one-cycle schedule, the lesson's augmentations) by `notebooks/train_checkpoint.py` — two one-cycles,
-22 epochs, about 40 minutes on 2 busy CPU cores (its settings are printed below). That is a small,
+one-cycle schedule, the lesson's augmentations) by `notebooks/train_checkpoint.py` — three one-cycles,
+32 epochs, about 55 minutes on 2 busy CPU cores (its settings are printed below). That is a small,
 briefly trained detector; `python -m ssd_keras demo` trains the full-width head. The same cells run
 on the lesson's model: load a checkpoint written by
 `python -m ssd_keras train --backbone resnet34 --image-size 224 ...` instead.

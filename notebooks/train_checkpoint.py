@@ -1,10 +1,11 @@
 """Train the small checkpoint that notebook 05 (NMS and evaluation) loads.
 
     .venv/bin/python notebooks/train_checkpoint.py --epochs 12 --lr 5e-3 --out /tmp/first.keras
-    .venv/bin/python notebooks/train_checkpoint.py --init /tmp/first.keras --epochs 10 --lr 5e-3
+    .venv/bin/python notebooks/train_checkpoint.py --init /tmp/first.keras --epochs 10 --lr 5e-3 --out /tmp/second.keras
+    .venv/bin/python notebooks/train_checkpoint.py --init /tmp/second.keras --epochs 10 --lr 5e-3
 
-(the shipped file: these two one-cycles, about 20 + 17 minutes on 2 busy CPU cores; the
-`history` in its metadata records them).
+(the shipped file: these three one-cycles, 32 epochs, about 55 minutes on 2 busy CPU cores; the
+`history` in its metadata records them with the held-out mAP after each: 0.27, 0.43, 0.47).
 
 The lesson's recipe on the embedded `shapes` data: the lesson's multi-grid head (grids 4, 2, 1;
 k = 9; 189 anchors) on the small `tiny` body at 128 px, BCE loss, one-cycle schedule
