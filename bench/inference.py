@@ -170,11 +170,11 @@ def run(quick=True, batch_size=None, images=None, rounds=None, mixed_precision=F
 
         torch_lat = _median_ms(torch_one, reps_latency, warmup=2)
     kw = {"ratio": torch_lat / lat, "ratio_to": "torch latency / this"} if torch_lat else {}
-    row("batch-1 latency, model (tf.function)", lat, "ms", **kw)
-    row("batch-1 latency, model.predict", lat_predict, "ms")
-    row("batch-1 latency, detector (model + NMS)", lat_det, "ms")
+    row("batch-1 latency, model (tf.function)", lat, "ms", batch_size=1, **kw)
+    row("batch-1 latency, model.predict", lat_predict, "ms", batch_size=1)
+    row("batch-1 latency, detector (model + NMS)", lat_det, "ms", batch_size=1)
     if torch_lat:
-        row("batch-1 latency, torch eval", torch_lat, "ms")
+        row("batch-1 latency, torch eval", torch_lat, "ms", batch_size=1)
     return rows
 
 
