@@ -26,7 +26,7 @@ test: setup-test
 	$(PY) -m pytest -n 2 -q tests
 
 bench: setup-test
-	$(PY) -m ssd_keras bench --out bench/results
+	$(PY) bench/run.py
 
 clean:
 	rm -rf $(VENV) out
