@@ -10,7 +10,7 @@ import pytest
 from ssd_keras.data import SAMPLE_VOC, VOC_CLASSES, parse_voc_xml, read_voc, relative_to_voc, voc_to_relative
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "voc", "VOC2007")
-SHARED_XML = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "voc_xml_fixture")
+SHARED_XML = os.path.join(os.path.dirname(__file__), "fixtures", "voc_xml_genuine")
 
 
 def _regex_parse(xml_text):
@@ -109,8 +109,6 @@ def test_root_forms_and_split_none():
 
 
 def test_genuine_voc_xml_fields():
-    if not os.path.isdir(SHARED_XML):
-        pytest.skip("../shared/data/voc_xml_fixture not present")
     a = parse_voc_xml(os.path.join(SHARED_XML, "000001.xml"))
     assert (a["width"], a["height"]) == (353, 500) and a["names"] == ["dog", "person"]
     np.testing.assert_array_equal(a["boxes_px"], [[48, 240, 195, 371], [8, 12, 352, 498]])
