@@ -1,6 +1,8 @@
 """Box utilities against the lesson's `jaccard` / `actn_to_bb` / `hw2corners` and by hand."""
 
 import numpy as np
+
+import random_inputs
 import pytest
 import tensorflow as tf
 
@@ -17,9 +19,7 @@ from ssd_keras.boxes import (
 
 def random_boxes(rng, n):
     """n relative yxyx boxes of varied size inside the image."""
-    tl = rng.uniform(0, 0.9, (n, 2))
-    hw = rng.uniform(0.01, 0.6, (n, 2))
-    return np.concatenate([tl, np.minimum(tl + hw, 1.0)], 1).astype(np.float32)
+    return random_inputs.random_boxes(rng, n, hw=(0.01, 0.6))
 
 
 @pytest.fixture

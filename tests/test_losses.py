@@ -5,16 +5,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from random_inputs import random_boxes
 from ssd_keras.anchors import AnchorConfig
 from ssd_keras.losses import SSDLoss, SSDLossPart
 
 NUM_CLASSES = 20
-
-
-def random_boxes(rng, n):
-    tl = rng.uniform(0, 0.9, (n, 2))
-    hw = rng.uniform(0.02, 0.7, (n, 2))
-    return np.concatenate([tl, np.minimum(tl + hw, 1.0)], 1).astype(np.float32)
 
 
 def random_batch(rng, counts, anchors, num_classes=NUM_CLASSES, max_boxes=None):

@@ -4,15 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from random_inputs import random_boxes
 from ssd_keras.anchors import AnchorConfig
 from ssd_keras.boxes import jaccard
 from ssd_keras.matching import FORCED_OVERLAP, map_to_ground_truth, match_anchors
-
-
-def random_boxes(rng, n):
-    tl = rng.uniform(0, 0.9, (n, 2))
-    hw = rng.uniform(0.02, 0.7, (n, 2))
-    return np.concatenate([tl, np.minimum(tl + hw, 1.0)], 1).astype(np.float32)
 
 
 def random_y_true(rng, counts, num_classes, max_boxes=None, shuffle_padding=False):
