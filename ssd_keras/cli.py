@@ -319,32 +319,13 @@ def _detect_fn(model, anchors, **decode_kwargs):
 
 def evaluate_model(model, anchors, dataset, num_classes, ground_truths=None, iou_threshold=0.5,
                    use_07_metric=True, score_threshold=0.01, max_detections=100):
-    """VOC mAP of `model` over a `(images, y_true)` data set (in a fixed order).
+    """`ssd_keras.metrics.evaluate_model` with the CLI's decoding defaults: a low score
+    threshold, so the low-confidence tail the AP integrates over is kept."""
+    from ssd_keras import metrics
 
-    Args:
-        ground_truths: optional per-image `(boxes, classes, difficult)` in data-set order (e.g.
-            `DetectionData.ground_truths()`: boxes relative yxyx, all objects, VOC's difficult
-            flags); default: the non-padding rows of `y_true`, none difficult.
-        score_threshold: low, so the low-confidence tail the AP integrates over is kept.
-    Returns:
-        `ssd_keras.metrics.evaluate_detections`' dict (`map`, `ap`, ...).
-    """
-    from ssd_keras.metrics import (detections_from_decoded, evaluate_detections,
-                                   ground_truths_from_y_true)
-
-    detect = _detect_fn(model, anchors, score_threshold=score_threshold,
-                        max_detections=max_detections)
-    detections, truths = [], []
-    for images, y_true in dataset:
-        detections += detections_from_decoded({k: v.numpy() for k, v in detect(images).items()})
-        truths += ground_truths_from_y_true(y_true.numpy())
-    if ground_truths is not None:
-        if len(ground_truths) != len(truths):
-            raise ValueError(f"evaluate_model: {len(ground_truths)} ground truths for "
-                             f"{len(truths)} images")
-        truths = ground_truths
-    return evaluate_detections(detections, truths, num_classes, iou_threshold=iou_threshold,
-                               use_07_metric=use_07_metric)
+    return metrics.evaluate_model(model, dataset, anchors, num_classes, ground_truths=ground_truths,
+                                  iou_threshold=iou_threshold, use_07_metric=use_07_metric,
+                                  score_threshold=score_threshold, max_detections=max_detections)
 
 
 def _format_metrics(result, class_names):

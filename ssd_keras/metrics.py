@@ -341,6 +341,51 @@ def _keras():
     return keras
 
 
+def evaluate_model(model, dataset, anchors, num_classes, ground_truths=None, difficult=None,
+                   iou_threshold=0.5, use_07_metric=True, decode_fn=None, **decode_kwargs):
+    """VOC mAP of `model` over a data set read once, in its order.
+
+    Args:
+        dataset: `(images, y_true)` or `(images, y_true, difficult)` batches; y_true
+            `[batch, max_boxes, 5]` (relative yxyx + class, padding class -1).
+        anchors: the model's `AnchorConfig`.
+        ground_truths: optional per-image `(boxes, classes, difficult)` in data-set order (e.g.
+            `DetectionData.ground_truths()`), used instead of the non-padding rows of y_true.
+        difficult: optional per-image bool arrays (non-padding rows), when the data set does
+            not carry the flag.
+        decode_fn: the decoder (default `ssd_keras.decode.decode_detections`); `decode_kwargs`
+            go to it (score_threshold, iou_threshold, max_detections).
+    Returns:
+        `evaluate_detections`' dict (`map`, `ap`, ...).
+    """
+    import tensorflow as tf
+
+    decode = decode_fn
+    if decode is None:
+        from ssd_keras.decode import decode_detections as decode
+
+    # Model and decoder in one graph: one call per batch instead of many small eager ops.
+    @tf.function(reduce_retracing=True)
+    def detect(images):
+        return decode(model(images, training=False), anchors, **decode_kwargs)
+
+    detections, truths = [], []
+    for batch in dataset:
+        images, y_true = batch[0], batch[1]
+        diff = batch[2] if len(batch) > 2 else None
+        detections += detections_from_decoded({k: np.asarray(v) for k, v in detect(images).items()})
+        truths += ground_truths_from_y_true(np.asarray(y_true), None if diff is None else np.asarray(diff))
+    for given, what in ((difficult, "difficult"), (ground_truths, "ground_truths")):
+        if given is not None and len(given) != len(truths):
+            raise ValueError(f"evaluate_model: {what} has {len(given)} entries but the data set "
+                             f"has {len(truths)} images")
+    if difficult is not None:
+        truths = [(b, c, d) for (b, c, _), d in zip(truths, difficult)]
+    if ground_truths is not None:
+        truths = ground_truths
+    return evaluate_detections(detections, truths, num_classes, iou_threshold, use_07_metric)
+
+
 class MeanAveragePrecisionCallback(_keras().callbacks.Callback):
     """Computes VOC mAP on a validation set every `every` epochs and logs it as `val_map`.
 
@@ -396,30 +441,10 @@ class MeanAveragePrecisionCallback(_keras().callbacks.Callback):
 
     def evaluate(self, model=None):
         """Run the model over the data set and return `evaluate_detections`' dict."""
-        model = model or self.model
-        decode = self.decode_fn
-        if decode is None:
-            from ssd_keras.decode import decode_detections as decode
-        detections, ground_truths = [], []
-        for batch in self.dataset:
-            images, y_true = batch[0], batch[1]
-            diff = batch[2] if len(batch) > 2 else None
-            y_pred = model(images, training=False)
-            detections += detections_from_decoded(
-                decode(y_pred, self.anchors, **self.decode_kwargs)
-            )
-            ground_truths += ground_truths_from_y_true(
-                np.asarray(y_true), None if diff is None else np.asarray(diff)
-            )
-        if self.difficult is not None:
-            if len(self.difficult) != len(ground_truths):
-                raise ValueError(
-                    f"MeanAveragePrecisionCallback: difficult has {len(self.difficult)} "
-                    f"entries but the data set has {len(ground_truths)} images"
-                )
-            ground_truths = [(b, c, d) for (b, c, _), d in zip(ground_truths, self.difficult)]
-        return evaluate_detections(
-            detections, ground_truths, self.num_classes, self.iou_threshold, self.use_07_metric
+        return evaluate_model(
+            model or self.model, self.dataset, self.anchors, self.num_classes,
+            difficult=self.difficult, iou_threshold=self.iou_threshold,
+            use_07_metric=self.use_07_metric, decode_fn=self.decode_fn, **self.decode_kwargs,
         )
 
     def on_epoch_end(self, epoch, logs=None):
