@@ -42,6 +42,7 @@ from ssd_keras.training import (
     fit_one_cycle,
     freeze_to,
     lr_find,
+    prepare_for_multi_worker,
     unfreeze,
 )
 from ssd_keras.export import export_savedmodel, export_tflite, load_model, save_model
@@ -59,4 +60,5 @@ __all__ = [
     "load_model", "load_source", "load_torchvision_resnet34", "lr_find", "make_dataset",
     "make_shapes", "map_to_ground_truth", "match_anchors", "plot_anchor_coverage", "read_voc",
     "save_model", "unfreeze",
+    "prepare_for_multi_worker",
 ]

@@ -41,6 +41,7 @@ __all__ = [
     "NaNGuard",
     "default_callbacks",
     "fit_one_cycle",
+    "prepare_for_multi_worker",
 ]
 
 
@@ -438,18 +439,20 @@ def fit_one_cycle(model, train_ds, epochs, max_lr, div=20.0, cut_div=10.0, val_d
     loss = loss if loss is not None else getattr(model, "loss", None)
     if loss is None:
         raise ValueError("fit_one_cycle: pass loss= (the model is not compiled with one)")
-    if metrics is None:
-        metrics = loss.metrics() if callable(getattr(loss, "metrics", None)) else []
     if group_multipliers is not None and groups is None:
         groups = _groups(model, None)
     strategy = getattr(model, "distribute_strategy", None)
     scope = strategy.scope() if strategy is not None else _nullcontext()
     with scope:
+        # In the scope: metric variables made outside it are not summed across workers.
+        if metrics is None:
+            metrics = loss.metrics() if callable(getattr(loss, "metrics", None)) else []
         opt = discriminative_optimizer(
             optimizer, learning_rate=schedule, groups=groups, group_multipliers=group_multipliers,
             momentum_schedule=None if moms is None else MomentumCycle(total, moms, cut_div),
             **optimizer_kwargs)
         model.compile(optimizer=opt, loss=loss, metrics=metrics, jit_compile=jit_compile)
+    prepare_for_multi_worker(model)  # a no-op unless the strategy spans several workers
     cbs = []
     if out_dir is not None:
         # best.keras follows val_map when it is computed every epoch (ModelCheckpoint warns
@@ -475,6 +478,91 @@ class _nullcontext:
 
     def __exit__(self, *exc):
         return False
+
+
+# ------------------------------------------------------------------------- multi-worker
+
+
+def _is_multi_worker(strategy):
+    """True for a MultiWorkerMirroredStrategy that spans more than one worker (TF_CONFIG)."""
+    import tensorflow as tf
+
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode())
+
+
+def _first_local_batch(iterator, strategy):
+    """The first batch of Keras' epoch iterator, this worker's first replica's tensors."""
+    import tensorflow as tf
+
+    for _, _, it in iterator:
+        batch = next(it)
+        break
+    return tf.nest.map_structure(
+        lambda v: (strategy.experimental_local_results(v)[0]
+                   if isinstance(v, tf.distribute.DistributedValues) else v),
+        batch)
+
+
+def prepare_for_multi_worker(model, strategy=None):
+    """Make plain `model.fit` / `evaluate` work under `tf.distribute.MultiWorkerMirroredStrategy`
+    (Keras 3 with TensorFlow; checked with Keras 3.15.1 and TF 2.21). Returns `model`.
+
+    Keras 3's `fit` fails twice under a multi-worker MWMS (keras-team/keras#20585):
+
+    1. `TensorFlowTrainer._maybe_symbolic_build` all-reduces the first input batch, a tuple
+       of `PerReplica`, with `strategy.reduce("MEAN", batch, axis=None)`, only to learn its
+       shapes; MWMS cannot reduce a nest ("Attempt to convert a value (PerReplica...) to a
+       Tensor"). Building the model, optimizer and metrics beforehand does not avoid it: the
+       reduce runs before Keras looks at what is built. Here the symbolic build gets this
+       worker's own first batch instead (shapes and dtypes are all it needs).
+    2. `reduce_per_replica` then reduces every log with `strategy.reduce("MEAN", v, axis=0)`,
+       which a scalar lacks ("Invalid reduction dimension 0 for input with 0 dimensions").
+       Here `train_step` / `test_step` return each log with a leading axis of length 1, so
+       that reduction is the mean over the replicas and gives back the scalar.
+
+    Both are overrides on this model instance only (no Keras module or class is patched);
+    the model's config and saved files are unchanged. Anywhere else (one device,
+    `MirroredStrategy`, a one-worker MWMS) this returns the model untouched, so it is safe
+    to call unconditionally; calling it twice changes nothing more. `fit_one_cycle` calls it.
+
+    Create the model, and compile it, under `strategy.scope()` as usual (metrics included:
+    a metric built outside the scope is not aggregated across workers), and give `fit` the
+    *global* batch (a data set batched by the global batch size; each worker reads its shard).
+    Per-step logs are the mean over replicas of each replica's value, as Keras does under
+    `MirroredStrategy`; epoch logs come from the summed metric variables.
+
+    Args:
+        model: a `keras.Model` (TensorFlow backend).
+        strategy: the strategy to check; default `model.distribute_strategy`.
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"prepare_for_multi_worker: model must be a keras.Model, got {type(model).__name__}")
+    strategy = strategy or model.distribute_strategy
+    if not _is_multi_worker(strategy) or getattr(model, "_ssd_multi_worker", False):
+        return model
+    build = getattr(model, "_maybe_symbolic_build", None)
+    if build is not None:  # a later Keras without this private method has no failure 1
+
+        def maybe_symbolic_build(iterator=None, data_batch=None):
+            if iterator is not None and data_batch is None:
+                data_batch = _first_local_batch(iterator, strategy)
+            return build(data_batch=data_batch)
+
+        model._maybe_symbolic_build = maybe_symbolic_build
+
+    train_step, test_step = model.train_step, model.test_step
+
+    def with_replica_axis(logs):
+        return keras.tree.map_structure(lambda v: ops.expand_dims(v, 0), logs)
+
+    model.train_step = lambda data: with_replica_axis(train_step(data))
+    model.test_step = lambda data: with_replica_axis(test_step(data))
+    # Step functions traced before this point hold the old train_step.
+    model.train_function = model.test_function = None
+    model._ssd_multi_worker = True
+    return model
 
 
 # --------------------------------------------------------------------------- lr_find

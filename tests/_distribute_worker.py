@@ -5,8 +5,8 @@ TensorFlow initialises) and writes the losses and final weights to an .npz.
     python tests/_distribute_worker.py mirrored OUT.npz      # 2 logical CPU devices
     python tests/_distribute_worker.py multiworker OUT.npz   # TF_CONFIG names this worker
 
-Multi-worker uses a custom training loop (`train_loop`): Keras 3.15's `model.fit` cannot run
-under MultiWorkerMirroredStrategy (see tests/test_distribute.py's module docstring).
+Both run `fit_one_cycle` (`model.fit`); under MultiWorkerMirroredStrategy it applies
+`ssd_keras.training.prepare_for_multi_worker` (see tests/test_distribute.py's docstring).
 """
 
 import os
@@ -53,7 +53,8 @@ def build_model():
 
 
 def train(strategy=None):
-    """fit_one_cycle for one epoch (2 steps, global batch 8, SGD) → (history losses, weights)."""
+    """fit_one_cycle for one epoch (2 steps, global batch 8, SGD), validated on the same data
+    (so `evaluate` runs distributed too) → (history, weights, model)."""
     import tensorflow as tf
 
     from ssd_keras import AnchorConfig, SSDLoss
@@ -67,47 +68,9 @@ def train(strategy=None):
     ds = ds.with_options(options)
     with strategy.scope():
         model = build_model()
-    hist = fit_one_cycle(model, ds, 1, 0.5, div=2, cut_div=2, optimizer="sgd",
+    hist = fit_one_cycle(model, ds, 1, 0.5, div=2, cut_div=2, val_ds=ds, optimizer="sgd",
                          loss=SSDLoss(AnchorConfig.single_grid(2), NUM_CLASSES), verbose=0)
-    return hist.history, [np.array(w) for w in model.get_weights()]
-
-
-def train_loop(strategy=None, steps=2):
-    """The same problem as `train`, as a custom loop (for MultiWorkerMirroredStrategy):
-    SSDLoss per image, averaged over the *global* batch (`tf.nn.compute_average_loss`), a
-    DiscriminativeSGD on the one-cycle schedule; Keras' optimizer all-reduces (sums) the
-    replicas' gradients. Returns ({"loss": [per step]}, weights)."""
-    import tensorflow as tf
-
-    from ssd_keras import AnchorConfig, SSDLoss
-    from ssd_keras.training import OneCycleSchedule, discriminative_optimizer
-
-    strategy = strategy or tf.distribute.get_strategy()
-    images, y_true = make_problem()
-    ds = tf.data.Dataset.from_tensor_slices((images, y_true)).batch(GLOBAL_BATCH)
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    dist_ds = strategy.experimental_distribute_dataset(ds.with_options(options))
-    loss_fn = SSDLoss(AnchorConfig.single_grid(2), NUM_CLASSES, reduction=None)
-    with strategy.scope():
-        model = build_model()
-        opt = discriminative_optimizer("sgd", learning_rate=OneCycleSchedule(0.5, steps, 2, 2))
-
-    @tf.function
-    def step(batch):
-        def replica_step(x, y):
-            with tf.GradientTape() as tape:
-                per_image = loss_fn(y, model(x, training=True))
-                loss = tf.nn.compute_average_loss(per_image, global_batch_size=GLOBAL_BATCH)
-            grads = tape.gradient(loss, model.trainable_variables)
-            opt.apply(grads, model.trainable_variables)
-            return loss
-
-        per_replica = strategy.run(replica_step, args=batch)
-        return strategy.reduce("SUM", per_replica, axis=None)
-
-    losses = [float(step(batch)) for batch in dist_ds]
-    return {"loss": losses}, [np.array(w) for w in model.get_weights()]
+    return hist.history, [np.array(w) for w in model.get_weights()], model
 
 
 def main(mode, out):
@@ -125,8 +88,9 @@ def main(mode, out):
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     else:
         raise SystemExit(f"mode must be mirrored or multiworker, got {mode!r}")
-    history, weights = (train if mode == "mirrored" else train_loop)(strategy)
+    history, weights, model = train(strategy)
     np.savez(out, replicas=strategy.num_replicas_in_sync,
+             multi_worker_overrides=getattr(model, "_ssd_multi_worker", False),
              **{k: np.asarray(v) for k, v in history.items()},
              **{f"w{i}": w for i, w in enumerate(weights)})
 

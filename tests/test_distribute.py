@@ -1,16 +1,12 @@
-"""tf.distribute: fit_one_cycle under MirroredStrategy (two logical CPU devices) and
-MultiWorkerMirroredStrategy (two worker processes on loopback) gives the losses and weights
-of one device with the same global batch. Each strategy runs in a fresh process
-(tests/_distribute_worker.py), since both must be set up before TensorFlow initialises.
+"""tf.distribute: fit_one_cycle (`model.fit`) under MirroredStrategy (two logical CPU devices)
+and MultiWorkerMirroredStrategy (two worker processes on loopback, TF_CONFIG) gives the
+losses, validation losses and weights of one device with the same global batch. Each
+strategy runs in a fresh process (tests/_distribute_worker.py), since both must be set up
+before TensorFlow initialises.
 
-Multi-worker runs a custom training loop (SSDLoss, a DiscriminativeSGD on OneCycleSchedule),
-not `model.fit`: with Keras 3.15 / TF 2.21, `fit` under MultiWorkerMirroredStrategy fails
-twice over (keras-team/keras#20585): `TensorFlowTrainer._maybe_symbolic_build` reduces the
-first input batch, a tuple of PerReplica, with `strategy.reduce("MEAN", batch, axis=None)`,
-which CollectiveAllReduce cannot take ("Attempt to convert a value (PerReplica...) to a
-Tensor"); past that, `reduce_per_replica` reduces the scalar logs with
-`strategy.reduce("MEAN", v, axis=0)` ("Invalid reduction dimension 0 for input with 0
-dimensions"). Collectives over loopback gRPC themselves work here, as this test shows.
+Under MultiWorkerMirroredStrategy, `fit` needs `ssd_keras.training.prepare_for_multi_worker`
+(which `fit_one_cycle` applies): Keras 3.15 / TF 2.21 otherwise fail there twice
+(keras-team/keras#20585); its docstring says how and why.
 """
 
 import json
@@ -32,13 +28,8 @@ TIMEOUT = 240
 @pytest.fixture(scope="module")
 def reference():
     """One device (the default strategy), in this process: fit_one_cycle."""
-    return worker.train()
-
-
-@pytest.fixture(scope="module")
-def reference_loop():
-    """One device, the custom loop."""
-    return worker.train_loop()
+    history, weights, _ = worker.train()
+    return history, weights
 
 
 def _env(**extra):
@@ -50,6 +41,7 @@ def _env(**extra):
 
 def _check(result, reference):
     history, weights = reference
+    assert {"loss", "loc", "clas", "val_loss", "val_loc", "val_clas"} <= set(history)
     for key in history:
         np.testing.assert_allclose(result[key], history[key], rtol=1e-5, err_msg=key)
     for i, w in enumerate(weights):
@@ -65,6 +57,7 @@ def test_mirrored_two_logical_devices_match_one_device(tmp_path, reference):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = np.load(out)
     assert int(result["replicas"]) == 2
+    assert not result["multi_worker_overrides"]  # one worker: fit needs no help
     _check(result, reference)
 
 
@@ -79,7 +72,7 @@ def _free_ports(n):
 
 
 @pytest.mark.slow
-def test_multiworker_two_processes_match_one_device(tmp_path, reference_loop):
+def test_multiworker_fit_two_processes_match_one_device(tmp_path, reference):
     workers = [f"localhost:{p}" for p in _free_ports(2)]
     procs = []
     for i in range(2):
@@ -103,4 +96,5 @@ def test_multiworker_two_processes_match_one_device(tmp_path, reference_loop):
     for i in range(2):
         result = np.load(tmp_path / f"worker{i}.npz")
         assert int(result["replicas"]) == 2
-        _check(result, reference_loop)
+        assert result["multi_worker_overrides"]
+        _check(result, reference)

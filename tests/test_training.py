@@ -309,3 +309,16 @@ def test_resume_after_kill_continues_from_the_right_epoch(tmp_path):
     for a, b in zip(resumed.get_weights(), ref.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert os.path.exists(out / "best.keras") and os.listdir(out / "logs")
+
+
+def test_prepare_for_multi_worker_leaves_single_worker_models_alone():
+    # The two-worker behaviour is tested in tests/test_distribute.py (it needs two processes).
+    from ssd_keras.training import prepare_for_multi_worker
+
+    model, _ = _dense_model()
+    assert prepare_for_multi_worker(model) is model
+    assert prepare_for_multi_worker(model, tf.distribute.get_strategy()) is model
+    for name in ("train_step", "test_step", "_maybe_symbolic_build"):
+        assert name not in vars(model), name  # no per-instance override on one device
+    with pytest.raises(TypeError, match="prepare_for_multi_worker: model must be a keras.Model"):
+        prepare_for_multi_worker(keras.layers.Dense(2))
