@@ -530,7 +530,11 @@ def prepare_for_multi_worker(model, strategy=None):
     a metric built outside the scope is not aggregated across workers), and give `fit` the
     *global* batch (a data set batched by the global batch size; each worker reads its shard).
     Per-step logs are the mean over replicas of each replica's value, as Keras does under
-    `MirroredStrategy`; epoch logs come from the summed metric variables.
+    `MirroredStrategy`; epoch logs come from the summed metric variables. As under
+    `MirroredStrategy`, a last partial batch that does not split evenly over the replicas
+    weights its images unequally in the gradient (batch with `drop_remainder=True` for
+    exact parity with one device), and `steps_per_execution > 1` fails inside Keras
+    (keras-team/keras#19246, with or without this).
 
     Args:
         model: a `keras.Model` (TensorFlow backend).
