@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -74,25 +75,28 @@ def _free_ports(n):
 @pytest.mark.slow
 def test_multiworker_fit_two_processes_match_one_device(tmp_path, reference):
     workers = [f"localhost:{p}" for p in _free_ports(2)]
-    procs = []
+    procs, logs = [], [tmp_path / f"worker{i}.log" for i in range(2)]
     for i in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}
-        procs.append(subprocess.Popen(
-            [sys.executable, str(HERE / "_distribute_worker.py"), "multiworker",
-             str(tmp_path / f"worker{i}.npz")],
-            env=_env(TF_CONFIG=json.dumps(tf_config)),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    logs = []
+        with open(logs[i], "w") as log:  # a file, not a pipe: nothing blocks on a full buffer
+            procs.append(subprocess.Popen(
+                [sys.executable, str(HERE / "_distribute_worker.py"), "multiworker",
+                 str(tmp_path / f"worker{i}.npz")],
+                env=_env(TF_CONFIG=json.dumps(tf_config)),
+                stdout=log, stderr=subprocess.STDOUT))
+    # A worker that fails leaves the other waiting in a collective: stop waiting then.
+    deadline = time.monotonic() + TIMEOUT
     try:
-        for p in procs:
-            _, err = p.communicate(timeout=TIMEOUT)
-            logs.append(err)
+        while (any(p.poll() is None for p in procs) and time.monotonic() < deadline
+               and not any(p.poll() for p in procs)):
+            time.sleep(0.2)
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
+                p.wait()
     for i, p in enumerate(procs):
-        assert p.returncode == 0, f"worker {i}:\n{logs[i][-3000:]}"
+        assert p.returncode == 0, f"worker {i} (rc {p.returncode}):\n{logs[i].read_text()[-3000:]}"
     for i in range(2):
         result = np.load(tmp_path / f"worker{i}.npz")
         assert int(result["replicas"]) == 2
