@@ -18,6 +18,9 @@ under `tf.function` and XLA (`jit_compile=True`).
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import keras
 import tensorflow as tf
 
@@ -72,13 +75,18 @@ class SSDLoss(keras.losses.Loss):
             `(0.25, 1.0)`.
         validate: check `y_true` in the graph (see below). Cheap; turn off only for speed
             measurements.
+        loc_weight: the loss is `loc_weight * loc + clas` (lesson: 1). The lesson's `loc` is a
+            mean over positive anchors' coordinates (~0.05-0.1) while `clas` sums over all
+            anchors (~2-10), so the shared features learn mostly from `clas`; a from-scratch
+            body localises far better with a larger weight (the CLI demo uses 20, measured
+            in `bench/demo.py`). The logged `loc` and `clas` stay unweighted.
         reduction, name, dtype: as for any `keras.losses.Loss`.
 
     `y_true`: `[B, M, 5]` float rows `(ymin, xmin, ymax, xmax, class_id)`, relative yxyx boxes,
     `class_id = -1` for padding rows. `y_pred`: `[B, A, 4 + C + 1]`, raw box activations then
     class logits with background last (`A = anchors.num_anchors`).
 
-    `call` returns the per-image loss `[B]` (`loc + clas`); with Keras' default reduction the
+    `call` returns the per-image loss `[B]` (`loc_weight * loc + clas`); with Keras' default reduction the
     loss is the **mean over the batch**. The lesson's `ssd_loss` **sums** over the batch, so
     the lesson's numbers are `B` times ours. `components()` returns the two parts and
     `metrics()` two Keras metrics, `loc` and `clas`, for `model.compile(metrics=...)`.
@@ -99,6 +107,7 @@ class SSDLoss(keras.losses.Loss):
         pos_threshold=0.4,
         focal=None,
         validate=True,
+        loc_weight=1.0,
         reduction="sum_over_batch_size",
         name="ssd_loss",
         dtype=None,
@@ -111,6 +120,10 @@ class SSDLoss(keras.losses.Loss):
         self.pos_threshold = float(pos_threshold)
         self.focal = _coerce_focal(focal)
         self.validate = bool(validate)
+        if not (isinstance(loc_weight, numbers.Real) and not isinstance(loc_weight, bool)
+                and math.isfinite(loc_weight) and loc_weight > 0):
+            raise ValueError(f"SSDLoss: loc_weight must be a finite number > 0, got {loc_weight!r}")
+        self.loc_weight = float(loc_weight)
 
     # -- the loss ------------------------------------------------------------------------
 
@@ -157,7 +170,7 @@ class SSDLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         parts = self.components(y_true, y_pred)
-        return parts["loc"] + parts["clas"]
+        return self.loc_weight * parts["loc"] + parts["clas"]
 
     def metrics(self):
         """Two Keras metrics, `loc` and `clas`: the batch means of the two loss parts.
@@ -240,6 +253,7 @@ class SSDLoss(keras.losses.Loss):
             "pos_threshold": self.pos_threshold,
             "focal": list(self.focal) if self.focal is not None else None,
             "validate": self.validate,
+            "loc_weight": self.loc_weight,
         }
 
     def get_config(self):
@@ -256,13 +270,16 @@ class SSDLossPart(keras.metrics.Mean):
     """
 
     def __init__(self, part="loc", anchors=None, num_classes=20, pos_threshold=0.4,
-                 focal=None, validate=False, name=None, dtype=None):
+                 focal=None, validate=False, loc_weight=1.0, name=None, dtype=None):
         if part not in ("loc", "clas"):
             raise ValueError(f"SSDLossPart: part must be 'loc' or 'clas', got {part!r}")
         super().__init__(name=name or part, dtype=dtype)
         self.part = part
         # The loss itself validates y_true; the metric does not repeat the checks.
-        self._ssd_loss = SSDLoss(anchors, num_classes, pos_threshold, focal, validate=validate)
+        # The parts are logged unweighted (the lesson's `loc` and `clas`); loc_weight is kept
+        # only so that the config round-trips.
+        self._ssd_loss = SSDLoss(anchors, num_classes, pos_threshold, focal, validate=validate,
+                                 loc_weight=loc_weight)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         values = self._ssd_loss.components(y_true, y_pred)[self.part]

@@ -144,6 +144,20 @@ def test_by_hand():
     np.testing.assert_allclose(parts["loc"].numpy(), [np.tanh(1.0) / 2 * 0.25], rtol=1e-5)
 
 
+def test_loc_weight_scales_only_the_location_part():
+    anchors = AnchorConfig.single_grid(4)
+    rng = np.random.default_rng(15)
+    y_true, y_pred = random_batch(rng, [2, 3], anchors, num_classes=4)
+    parts = SSDLoss(anchors, 4).components(y_true, y_pred)
+    assert float(tf.reduce_min(parts["loc"])) > 0  # so that the weight shows
+    weighted = SSDLoss(anchors, 4, loc_weight=20.0, reduction=None)(y_true, y_pred)
+    np.testing.assert_allclose(weighted, 20.0 * parts["loc"] + parts["clas"], rtol=1e-6)
+    # The logged parts stay the lesson's, unweighted.
+    metric = SSDLoss(anchors, 4, loc_weight=20.0).metrics()[0]
+    metric.update_state(y_true, y_pred)
+    np.testing.assert_allclose(float(metric.result()), float(tf.reduce_mean(parts["loc"])), rtol=1e-6)
+
+
 def test_reduction_and_mixed_precision():
     anchors = AnchorConfig.single_grid(4)
     rng = np.random.default_rng(13)
@@ -163,9 +177,9 @@ def test_reduction_and_mixed_precision():
 
 def test_serialisation_round_trip():
     anchors = AnchorConfig(grids=(2, 1), zooms=(1.0, 1.5))
-    loss = SSDLoss(anchors, 4, pos_threshold=0.5, focal=(0.3, 2.0), name="det")
+    loss = SSDLoss(anchors, 4, pos_threshold=0.5, focal=(0.3, 2.0), loc_weight=7.0, name="det")
     restored = keras.losses.deserialize(keras.losses.serialize(loss))
-    assert isinstance(restored, SSDLoss)
+    assert isinstance(restored, SSDLoss) and restored.loc_weight == 7.0
     assert restored.anchors == anchors and restored.focal == (0.3, 2.0)
     assert restored.pos_threshold == 0.5 and restored.name == "det"
     rng = np.random.default_rng(14)
@@ -291,6 +305,9 @@ def test_bad_shapes(y_true_shape, y_pred_shape, match):
         (dict(focal=(0.25,)), r"focal must be None, True"),
         (dict(focal=(1.5, 1.0)), r"0 <= alpha <= 1"),
         (dict(anchors=[4, 2, 1]), "anchors must be an AnchorConfig"),
+        (dict(loc_weight=0), "loc_weight must be a finite number > 0"),
+        (dict(loc_weight=float("nan")), "loc_weight must be a finite number > 0"),
+        (dict(loc_weight="20"), "loc_weight must be a finite number > 0"),
     ],
 )
 def test_bad_arguments(kwargs, match):
