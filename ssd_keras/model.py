@@ -28,6 +28,7 @@ def build_ssd(
     head=None,
     bias=None,
     dropout=None,
+    head_filters=256,
     name="ssd",
 ):
     """The lesson's SSD model: images → `y_pred`.
@@ -47,6 +48,8 @@ def build_ssd(
             `anchors` has one grid, else multi.
         bias: class-logit bias init of the `OutConv`s (default: lesson's -3 single, -4 multi).
         dropout: head dropout (default: lesson's 0.25 single, 0.4 multi).
+        head_filters: channels of the head's `StdConv`s (lesson: 256); the CPU demo uses
+            fewer, which makes its training step ~20% faster.
     Returns:
         a functional `keras.Model` with layers "backbone", "head" and "y_pred" (a float32 cast,
         so the output is float32 under a mixed-precision policy). Compile it with
@@ -92,12 +95,12 @@ def build_ssd(
     if head == "single":
         head_layer = SSDHead(
             num_classes, anchors, bias=-3.0 if bias is None else bias,
-            dropout=0.25 if dropout is None else dropout, name="head",
+            dropout=0.25 if dropout is None else dropout, filters=head_filters, name="head",
         )
     else:
         head_layer = SSDMultiHead(
             num_classes, anchors, bias=-4.0 if bias is None else bias,
-            dropout=0.4 if dropout is None else dropout, name="head",
+            dropout=0.4 if dropout is None else dropout, filters=head_filters, name="head",
         )
 
     images = keras.Input((image_size, image_size, 3), name="images")

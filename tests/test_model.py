@@ -52,6 +52,18 @@ def test_single_grid_anchors_pick_the_single_head():
     assert m.output.shape == (None, 16, 4 + C + 1)
 
 
+def test_head_filters_sets_the_width_of_every_head_conv(tmp_path):
+    m = build_ssd(C, AnchorConfig(), backbone="tiny", image_size=SIZE, head_filters=32)
+    head = m.get_layer("head")
+    assert head.filters == 32
+    convs = [w for w in head.weights if w.path.endswith("conv/kernel")]
+    assert convs and all(w.shape[-1] == 32 for w in convs)
+    # Lesson's 256: sconv0 alone has 128*256*9 weights more than the 32-wide head in total.
+    assert build_ssd(C, AnchorConfig(), backbone="tiny", image_size=SIZE).count_params() > m.count_params()
+    m.save(tmp_path / "m.keras")
+    assert keras.saving.load_model(tmp_path / "m.keras").get_layer("head").filters == 32
+
+
 def test_fit_lowers_the_loss():
     # Fresh model, graph-mode fit (the users' path), the same batch every step.
     anchors = AnchorConfig()
