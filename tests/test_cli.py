@@ -74,6 +74,12 @@ def test_user_error_through_python_dash_m_is_a_message_not_a_traceback(tmp_path)
     (["demo", "--focal", "0.25"], "argument --focal: takes no value or two (ALPHA GAMMA), got 1"),
     (["demo", "--focal", "2", "1"], "argument --focal: ALPHA must be in (0, 1)"),
     (["demo", "--backbone", "vgg"], "argument --backbone: invalid choice: 'vgg'"),
+    (["demo", "--min-size", "0.5", "--max-size", "0.3"],
+     "argument --min-size: need 0 < --min-size <= --max-size, got 0.5 and 0.3"),
+    (["demo", "--min-size", "1.5"], "argument --min-size: expected a number in [0, 1], got '1.5'"),
+    (["demo", "--augment", "mixup"], "argument --augment: invalid choice: 'mixup'"),
+    (["demo", "--loc-weight", "nan"], "argument --loc-weight: expected a positive number, got 'nan'"),
+    (["train", "--head-filters", "0"], "argument --head-filters: expected a positive integer, got '0'"),
     (["train", "--data", "imagenet"], "argument --data: unknown data source 'imagenet'"),
     (["train", "--data", "voc"], "argument --data: unknown data source 'voc'"),
     (["train", "--weights", "/no/such/file.weights.h5"], "argument --weights: file not found"),
@@ -101,6 +107,27 @@ def test_demo_end_to_end_writes_picture_model_and_metrics(demo_run):
     assert metrics["map"] == pytest.approx(value, abs=5e-4)
     assert set(metrics["ap"]) == {"circle", "square", "triangle", "diamond", "cross", "ring"}
     assert (out / "model.keras").is_file()
+    # The settings that produced the number are recorded with it (the demo's defaults here).
+    assert (metrics["min_size"], metrics["max_objects"], metrics["augment"]) == (0.2, 4, "flip")
+    assert (metrics["head_filters"], metrics["pos_threshold"]) == (128, 0.5)
+
+
+def test_evaluate_uses_the_demo_models_shapes_settings(demo_run, tmp_path):
+    """`evaluate --data shapes` on a demo model measures the held-out stream the demo used
+    (1-4 objects of 20-60%), not make_shapes' harder default, so the two mAPs agree."""
+    out = demo_run[0]
+    val_images = 8
+    status, stdout, stderr = run_cli(["evaluate", "--model", out / "model.keras", "--data", "shapes",
+                                      "--limit", val_images, "--json", tmp_path / "m.json"])
+    assert status == 0, stderr
+    from ssd_keras.data import make_shapes
+
+    demo_val = make_shapes(val_images, image_size=64, split="val", min_size=0.2, max_objects=4)
+    hard_val = make_shapes(val_images, image_size=64, split="val")
+    assert demo_val.num_objects != hard_val.num_objects  # so that the count below tells them apart
+    assert f"{val_images} images, {demo_val.num_objects} objects" in stdout
+    demo_map = json.loads((out / "metrics.json").read_text())["map"]
+    assert json.loads((tmp_path / "m.json").read_text())["map"] == pytest.approx(demo_map, abs=1e-6)
 
 
 def test_evaluate_reads_the_model_metadata_and_prints_per_class_ap(demo_run, tmp_path):
