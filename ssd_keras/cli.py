@@ -137,9 +137,13 @@ def build_parser():
                        help="images per training step")
         p.add_argument("--lr", type=_positive_float, default=defaults["lr"],
                        help="peak learning rate of the one-cycle schedule (Adam)")
-        p.add_argument("--focal", type=_positive_float, nargs="*", metavar="ALPHA_GAMMA",
-                       default=defaults["focal"],
-                       help="use the focal loss instead of BCE; optional ALPHA GAMMA (default 0.25 1)")
+        loss = p.add_mutually_exclusive_group()
+        loss.add_argument("--focal", type=_positive_float, nargs="*", metavar="ALPHA_GAMMA",
+                          default=defaults["focal"],
+                          help="use the focal loss instead of BCE; optional ALPHA GAMMA (the "
+                          "lesson's 0.25 1 when none); [] = focal 0.25 1, None = BCE")
+        loss.add_argument("--bce", action="store_true",
+                          help="use the lesson's BCE classification loss (no focal loss)")
         p.add_argument("--dropout", type=_unit_float, default=defaults.get("dropout"),
                        help="head dropout (None: the lesson's 0.4 for the multi-grid head)")
         p.add_argument("--head-filters", type=_positive_int, default=defaults["head_filters"],
@@ -435,7 +439,7 @@ def cmd_demo(args):
     from ssd_keras.export import save_model
     from ssd_keras.model import build_ssd
 
-    focal = _focal(args.focal)
+    focal = None if args.bce else _focal(args.focal)
     keras.utils.set_random_seed(args.seed)
     start = time.time()
     anchors = AnchorConfig()  # the lesson's 4x4, 2x2, 1x1 grids, k = 9
@@ -498,7 +502,7 @@ def cmd_train(args):
     from ssd_keras.export import save_model, write_metadata
     from ssd_keras.model import build_ssd
 
-    focal = _focal(args.focal)
+    focal = None if args.bce else _focal(args.focal)
     weights = None if args.weights in (None, "none", "None") else args.weights
     if weights not in (None, "imagenet") and not Path(weights).is_file():
         raise UsageError("--weights", f"file not found: {weights}")
