@@ -30,8 +30,8 @@ AUGMENTS = ("none", "flip", "lesson")
 
 # The demo's defaults: the lesson's multi-grid head (4x4, 2x2, 1x1 grids, zooms .7/1/1.3, three
 # ratios, k = 9, 189 anchors) on the small "tiny" body at 64 px, trained from scratch on two CPU
-# cores in a few minutes (the body's 4x4 map feeds the 4x4 grid directly). Each choice below
-# was worth held-out mAP in the runs listed in the README ("How the demo was tuned"):
+# cores in about ten minutes (the body's 4x4 map feeds the 4x4 grid directly). Each choice below
+# was worth held-out mAP in the runs listed in bench/README.md ("The demo's defaults"):
 # - shapes with 1-4 objects of 20-60% of the image side, objects the lesson's anchors reach (its
 #   smallest anchor is 0.175 of the side); `make_shapes`' harder default (1-8 objects from 12%)
 #   needs far more training than a demo has (--min-size 0.12 --max-objects 8 to try it);
@@ -475,7 +475,8 @@ def cmd_demo(args):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     info = save_model(model, out / "model.keras", names, anchors, args.image_size,
-                      extra={"backbone": args.backbone, "data": "shapes", "shapes": shapes})
+                      extra={"backbone": args.backbone, "data": "shapes", "shapes": shapes,
+                             "val_images": len(val)})
     picture = _save_detection_picture(model, info, val_ds, out / "detections.png")
     total = time.time() - start
     metrics = _metrics_json(result, names, command="demo", backbone=args.backbone,
@@ -558,7 +559,7 @@ def cmd_evaluate(args):
         # the model's size.
         shapes = info.extra.get("shapes") or {}
         kwargs = {k: shapes[k] for k in ("seed", "min_size", "max_size", "max_objects") if k in shapes}
-        kwargs.update(count=args.limit or 200, image_size=info.image_size)
+        kwargs.update(count=args.limit or info.extra.get("val_images", 200), image_size=info.image_size)
     split = None if args.data.split(":", 1)[0] in ("coco", "csv") else args.split
     data = _load_data(args.data, split, **kwargs)
     if args.limit:

@@ -113,12 +113,14 @@ def test_demo_end_to_end_writes_picture_model_and_metrics(demo_run):
 
 
 def test_evaluate_uses_the_demo_models_shapes_settings(demo_run, tmp_path):
-    """`evaluate --data shapes` on a demo model measures the held-out stream the demo used
-    (1-4 objects of 20-60%), not make_shapes' harder default, so the two mAPs agree."""
+    """`evaluate --data shapes` on a demo model measures the held-out images the demo used
+    (1-4 objects of 20-60%, as many as the demo), not make_shapes' harder default, so the two
+    mAPs agree."""
     out = demo_run[0]
     val_images = 8
+    # No --limit: the model also records how many held-out images the demo used.
     status, stdout, stderr = run_cli(["evaluate", "--model", out / "model.keras", "--data", "shapes",
-                                      "--limit", val_images, "--json", tmp_path / "m.json"])
+                                      "--json", tmp_path / "m.json"])
     assert status == 0, stderr
     from ssd_keras.data import make_shapes
 
