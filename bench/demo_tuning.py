@@ -44,14 +44,12 @@ def main(argv=None):
     a = parse_args(argv)
     import keras
     import numpy as np
-    import tensorflow as tf
 
     from ssd_keras.anchors import AnchorConfig
     from ssd_keras.backbones import tiny_body
     from ssd_keras.data import RandomFlip, make_dataset, make_shapes
-    from ssd_keras.decode import decode_detections
     from ssd_keras.losses import SSDLoss
-    from ssd_keras.metrics import detections_from_decoded, evaluate_detections, ground_truths_from_y_true
+    from ssd_keras.metrics import evaluate_detections, evaluate_model
     from ssd_keras.model import build_ssd
     from ssd_keras.training import fit_one_cycle
 
@@ -75,15 +73,10 @@ def main(argv=None):
     history = fit_one_cycle(model, train_ds, a.epochs, a.lr, loss=loss, verbose=0, jit_compile=False)
     train_s = time.time() - t1
 
-    @tf.function
-    def detect(images):
-        return decode_detections(model(images, training=False), anchors, score_threshold=0.01)
-
-    detections, truths = [], []
-    for images, y_true in val_ds:
-        detections += detections_from_decoded({k: v.numpy() for k, v in detect(images).items()})
-        truths += ground_truths_from_y_true(y_true.numpy())
-    maps = {iou: evaluate_detections(detections, truths, num_classes, iou) for iou in (0.5, 0.3, 0.7)}
+    held_out = evaluate_model(model, val_ds, anchors, num_classes, score_threshold=0.01)
+    detections, truths = held_out["detections"], held_out["ground_truths"]
+    maps = {0.5: held_out}
+    maps.update({iou: evaluate_detections(detections, truths, num_classes, iou) for iou in (0.3, 0.7)})
     agnostic = evaluate_detections([(b, s, np.zeros_like(c)) for b, s, c in detections],
                                    [(b, np.zeros_like(c), d) for b, c, d in truths], 1, 0.5)
     row = dict(args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},

@@ -341,19 +341,6 @@ def _load_model(path):
         raise UsageError("--model", str(e)) from None
 
 
-def _detect_fn(model, anchors, **decode_kwargs):
-    """A compiled images -> detections function (model + decode in one graph)."""
-    import tensorflow as tf
-
-    from ssd_keras.decode import decode_detections
-
-    @tf.function(reduce_retracing=True)
-    def detect(images):
-        return decode_detections(model(images, training=False), anchors, **decode_kwargs)
-
-    return detect
-
-
 def evaluate_model(model, anchors, dataset, num_classes, ground_truths=None, iou_threshold=0.5,
                    use_07_metric=True, score_threshold=0.01, max_detections=100):
     """`ssd_keras.metrics.evaluate_model` with the CLI's decoding defaults: a low score
@@ -405,9 +392,10 @@ def _save_detection_picture(model, info, dataset, path, max_images=4, score_thre
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from ssd_keras.metrics import detection_function
     from ssd_keras.viz import draw_boxes, show_detections, show_img
 
-    detect = _detect_fn(model, info.anchors, score_threshold=score_threshold, max_detections=50)
+    detect = detection_function(model, info.anchors, score_threshold=score_threshold, max_detections=50)
     images, y_true = next(iter(dataset))
     images, y_true = images[:max_images], y_true[:max_images].numpy()
     out = {k: v.numpy() for k, v in detect(images).items()}
@@ -602,12 +590,14 @@ def cmd_predict(args):
     import numpy as np
     import tensorflow as tf
 
+    from ssd_keras.metrics import detection_function
     from ssd_keras.viz import show_detections
 
     model, info = _load_model(args.model)
     images = [_read_image(p) for p in args.images]  # read all first: fail before any work
-    detect = _detect_fn(model, info.anchors, score_threshold=args.score_threshold,
-                        iou_threshold=args.iou_threshold, max_detections=args.max_detections)
+    detect = detection_function(model, info.anchors, score_threshold=args.score_threshold,
+                                iou_threshold=args.iou_threshold,
+                                max_detections=args.max_detections)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results, used = [], set()

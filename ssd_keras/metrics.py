@@ -34,6 +34,8 @@ import numpy as np
 
 __all__ = [
     "evaluate_detections",
+    "evaluate_model",
+    "detection_function",
     "voc_ap",
     "detections_from_decoded",
     "ground_truths_from_y_true",
@@ -341,6 +343,26 @@ def _keras():
     return keras
 
 
+def detection_function(model, anchors, decode_fn=None, **decode_kwargs):
+    """A compiled `images -> detections` function: `model` and the decoder in one graph (one
+    call per batch instead of many small eager ops).
+
+    `decode_fn` defaults to `ssd_keras.decode.decode_detections`; `decode_kwargs` go to it
+    (score_threshold, iou_threshold, max_detections). Boxes come back relative yxyx.
+    """
+    import tensorflow as tf
+
+    decode = decode_fn
+    if decode is None:
+        from ssd_keras.decode import decode_detections as decode
+
+    @tf.function(reduce_retracing=True)
+    def detect(images):
+        return decode(model(images, training=False), anchors, **decode_kwargs)
+
+    return detect
+
+
 def evaluate_model(model, dataset, anchors, num_classes, ground_truths=None, difficult=None,
                    iou_threshold=0.5, use_07_metric=True, decode_fn=None, **decode_kwargs):
     """VOC mAP of `model` over a data set read once, in its order.
@@ -356,19 +378,10 @@ def evaluate_model(model, dataset, anchors, num_classes, ground_truths=None, dif
         decode_fn: the decoder (default `ssd_keras.decode.decode_detections`); `decode_kwargs`
             go to it (score_threshold, iou_threshold, max_detections).
     Returns:
-        `evaluate_detections`' dict (`map`, `ap`, ...).
+        `evaluate_detections`' dict (`map`, `ap`, ...) plus the per-image `detections`
+        `(boxes, scores, classes)` and `ground_truths` `(boxes, classes, difficult)` it scored.
     """
-    import tensorflow as tf
-
-    decode = decode_fn
-    if decode is None:
-        from ssd_keras.decode import decode_detections as decode
-
-    # Model and decoder in one graph: one call per batch instead of many small eager ops.
-    @tf.function(reduce_retracing=True)
-    def detect(images):
-        return decode(model(images, training=False), anchors, **decode_kwargs)
-
+    detect = detection_function(model, anchors, decode_fn, **decode_kwargs)
     detections, truths = [], []
     for batch in dataset:
         images, y_true = batch[0], batch[1]
@@ -383,7 +396,10 @@ def evaluate_model(model, dataset, anchors, num_classes, ground_truths=None, dif
         truths = [(b, c, d) for (b, c, _), d in zip(truths, difficult)]
     if ground_truths is not None:
         truths = ground_truths
-    return evaluate_detections(detections, truths, num_classes, iou_threshold, use_07_metric)
+    result = evaluate_detections(detections, truths, num_classes, iou_threshold, use_07_metric)
+    # Kept so that other thresholds or groupings can be scored without running the model again.
+    result.update(detections=detections, ground_truths=truths)
+    return result
 
 
 class MeanAveragePrecisionCallback(_keras().callbacks.Callback):

@@ -8,7 +8,9 @@ from ssd_keras.anchors import AnchorConfig
 from ssd_keras.metrics import (
     MeanAveragePrecisionCallback,
     anchor_coverage,
+    detection_function,
     evaluate_detections,
+    evaluate_model,
     ground_truths_from_y_true,
     plot_anchor_coverage,
     voc_ap,
@@ -285,6 +287,33 @@ def test_map_callback_logs_val_map():
                      callbacks=[cb])
     assert hist.history["val_map"] == [pytest.approx(1.0)]  # only epoch 2 (every=2)
     assert [e for e, _ in cb.history] == [1]
+
+
+def test_detection_function_and_evaluate_model_match_predict_plus_decode():
+    import tensorflow as tf
+
+    from ssd_keras.decode import decode_detections
+    from ssd_keras.model import build_ssd
+
+    anchors = AnchorConfig()
+    model = build_ssd(2, anchors, backbone="tiny", image_size=64)
+    images = np.random.default_rng(3).uniform(0, 255, (3, 64, 64, 3)).astype(np.float32)
+    y_true = np.array([[BOX_A + [0], [0, 0, 0, 0, -1]], [BOX_B + [1], BOX_A + [0]],
+                       [BOX_B + [0], [0, 0, 0, 0, -1]]], np.float32)
+    want = decode_detections(model.predict(images, verbose=0), anchors, score_threshold=0.01)
+    got = detection_function(model, anchors, score_threshold=0.01)(images)
+    assert int(tf.reduce_sum(got["num_detections"])) > 0  # so that the comparison shows
+    for key in ("boxes", "scores", "classes", "num_detections"):
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+    ds = tf.data.Dataset.from_tensor_slices((images, y_true)).batch(2)
+    result = evaluate_model(model, ds, anchors, 2, score_threshold=0.01)
+    # The detections and ground truths it scored come back, in data-set order.
+    assert len(result["detections"]) == len(result["ground_truths"]) == 3
+    np.testing.assert_array_equal(result["ground_truths"][1][0], y_true[1, :, :4])
+    again = evaluate_detections(result["detections"], result["ground_truths"], 2)
+    assert again["map"] == pytest.approx(result["map"], nan_ok=True)
+    np.testing.assert_allclose(again["ap"], result["ap"])
 
 
 def test_anchor_coverage_exact_and_uncoverable_boxes():
