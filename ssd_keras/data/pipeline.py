@@ -14,11 +14,16 @@ buffer and each element's augmentation draws from stateless random ops seeded by
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import tensorflow as tf
 
 from ssd_keras.data.augment import apply_augmentations
-from ssd_keras.data.records import DetectionData, log
+
+# The pipeline does not import `records` (records.DetectionData.dataset imports the pipeline):
+# it takes anything with `.records`, or a list of Record-like objects.
+log = logging.getLogger("ssd_keras.data")
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -84,8 +89,7 @@ def make_dataset(records, image_size, batch_size, max_boxes=None, augment=None, 
     Returns:
         `tf.data.Dataset` of `(images float32 [B, S, S, 3] 0-255, y_true float32 [B, max_boxes, 5])`.
     """
-    if isinstance(records, DetectionData):
-        records = records.records
+    records = getattr(records, "records", records)  # a DetectionData
     records = list(records)
     if not records:
         raise ValueError("make_dataset: no records")
