@@ -49,7 +49,7 @@ def main(argv=None):
     from ssd_keras.backbones import tiny_body
     from ssd_keras.data import RandomFlip, make_dataset, make_shapes
     from ssd_keras.losses import SSDLoss
-    from ssd_keras.metrics import evaluate_detections, evaluate_model
+    from ssd_keras.evaluation import evaluate_detections, evaluate_model
     from ssd_keras.model import build_ssd
     from ssd_keras.training import fit_one_cycle
 

@@ -13,7 +13,7 @@ random weights — speed does not depend on them, except for NMS, see below).
   model gives. Its share = decode / (predict + decode) per batch (target ≤ 5 %).
 * `batch-1 latency`: median ms of `model(x, training=False)` under `tf.function` (how a
   server or a notebook loop calls it; `predict` adds ~ms of per-call overhead, also shown),
-  and of the full detector (`build_detector`: model + in-graph NMS).
+  and of the full detector (`ssd_keras.inference.detection_function`: model + in-graph NMS).
 * PyTorch 2.13: `LessonSSD` in `eval()` under `torch.no_grad()`, same batch, and batch-1.
 
     python bench/inference.py            # quick: batch 16, 32 images, 2 rounds
@@ -63,7 +63,8 @@ def run(quick=True, batch_size=None, images=None, rounds=None, mixed_precision=F
 
     from ssd_keras import AnchorConfig
     from ssd_keras.decode import decode_detections
-    from ssd_keras.model import build_detector, build_ssd
+    from ssd_keras.inference import detection_function
+    from ssd_keras.model import build_ssd
 
     batch_size = batch_size or (16 if quick else 32)
     n_images = images or (2 * batch_size if quick else 4 * batch_size)
@@ -103,7 +104,7 @@ def run(quick=True, batch_size=None, images=None, rounds=None, mixed_precision=F
         try:
             import torch
 
-            from ssd_keras import lesson_torch_model as LM
+            from ssd_keras.reference import lesson_model as LM
 
             torch.manual_seed(0)
             dev = "cuda" if torch.cuda.is_available() else "cpu"
@@ -159,8 +160,7 @@ def run(quick=True, batch_size=None, images=None, rounds=None, mixed_precision=F
     t1 = tf.constant(x1)
     lat = _median_ms(lambda: call(t1).numpy(), reps_latency, warmup=2)
     lat_predict = _median_ms(lambda: m.predict(x1, verbose=0), reps_latency, warmup=1)
-    detector = build_detector(m, anchors)
-    det_call = tf.function(lambda t: detector(t, training=False))
+    det_call = detection_function(m, anchors)
     lat_det = _median_ms(lambda: det_call(t1)["num_detections"].numpy(), reps_latency, warmup=2)
     torch_lat = None
     if torch_model is not None:

@@ -5,7 +5,7 @@ VOC-like targets: 1–20 objects per image drawn from a geometric distribution w
 (VOC 2007 trainval has 2.5 objects per image, median 2), padded to 20 rows. Timed, on the
 same CPU in the same process:
 
-* the lesson: `ssd_loss` from `ssd_keras.lesson_torch` (its Python loop over images, torch
+* the lesson: `ssd_loss` from `ssd_keras.reference.lesson` (its Python loop over images, torch
   2.13 eager) + `backward()` to the model output;
 * `SSDLoss` (with its `y_true` checks on, as users run it): eager, `tf.function`, and
   `tf.function(jit_compile=True)` (XLA), each computing the loss and its gradient w.r.t.
@@ -104,7 +104,7 @@ def run(quick=True, focal=None, seed=0, use_gpu=False, torch_threads=1, tf_threa
     if torch_threads:
         torch.set_num_threads(torch_threads)
     from ssd_keras import AnchorConfig, SSDLoss
-    from ssd_keras import lesson_torch as lt
+    from ssd_keras.reference import lesson as lt
 
     kinds = [False] if (quick and focal is None) else ([False, True] if focal is None else [bool(focal)])
     warmup, reps_tf, reps_torch = (2, 10, 3) if quick else (3, 50, 10)

@@ -10,8 +10,8 @@ VOC-like targets: 1–20 objects per image, median 2) with Adam:
   TensorFlow's other oneDNN setting (`keras-onednn` / `keras-eigen`: a child process with
   `TF_ENABLE_ONEDNN_OPTS=1` / `0`; TensorFlow turns oneDNN on by default only on CPUs with
   AVX512-VNNI/BF16 or AMX, see `onednn_enabled`).
-* PyTorch 2.13: `LessonSSD` (`ssd_keras.lesson_torch_model`) + the lesson's `ssd_loss` with
-  `BCE_Loss` (`ssd_keras.lesson_torch`, the per-image loop the lesson uses), eager NCHW, eager
+* PyTorch 2.13: `LessonSSD` (`ssd_keras.reference.lesson_model`) + the lesson's `ssd_loss` with
+  `BCE_Loss` (`ssd_keras.reference.lesson`, the per-image loop the lesson uses), eager NCHW, eager
   `channels_last`, and `torch.compile` of the model (the loss stays eager: its per-image Python
   loop with data-dependent shapes would only break the graph).
 
@@ -233,8 +233,8 @@ class TorchRunner:
     def __init__(self, batch_size, mode="eager", seed=0):
         import torch
 
-        from ssd_keras import lesson_torch as LT
-        from ssd_keras import lesson_torch_model as LM
+        from ssd_keras.reference import lesson as LT
+        from ssd_keras.reference import lesson_model as LM
 
         self.torch, self.LT, self.mode = torch, LT, mode
         dev = "cuda" if torch.cuda.is_available() else "cpu"
@@ -448,7 +448,7 @@ def run(quick=True, batch_size=None, warmup=None, steps=None, rounds=None, mixed
             flops = runner.forward_flops()
     if flops is None:
         try:
-            from ssd_keras.lesson_torch_model import count_flops
+            from ssd_keras.reference.lesson_model import count_flops
 
             flops = count_flops(NUM_CLASSES, 9, True, IMAGE_SIZE)["forward_flops_per_image"]
         except ImportError:

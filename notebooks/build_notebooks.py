@@ -432,7 +432,7 @@ Intersection over union of every object with every anchor.
     code("""
 from ssd_keras import jaccard
 
-overlaps = jaccard(bbox, anchors.corners).numpy()
+overlaps = np.asarray(jaccard(bbox, anchors.corners))
 print(overlaps.shape)
 print(overlaps)
 """),
@@ -602,13 +602,13 @@ print("(h, w) scales of a cell, in grid-cell units:", [(round(h, 2), round(w, 2)
 show_anchors(anchors, size=5);
 """),
     md("""
-Do the extra anchors help? `anchor_coverage` (`metrics.py`) counts the objects of a data set whose
+Do the extra anchors help? `anchor_coverage` (`anchors.py`) counts the objects of a data set whose
 best anchor has IoU ≤ 0.4: such an object is only matched by `map_to_ground_truth`'s forced 1.99,
 to an anchor that fits it badly. On the VOC sample:
 """),
     code("""
 from ssd_keras.data import SAMPLE_VOC, load_source
-from ssd_keras.metrics import anchor_coverage
+from ssd_keras.anchors import anchor_coverage
 
 voc = load_source(f"voc:{SAMPLE_VOC}", split="train")
 for a in [AnchorConfig.single_grid(4), AnchorConfig(zooms=(1.0,), ratios=((1.0, 1.0),)),
@@ -696,7 +696,9 @@ loss, then restores the weights and the optimizer (fastai's `learn.lr_find()`; `
 `learn.sched.plot()`). Pick a rate somewhat below where the loss takes off; below we train at 1e-2.
 """),
     code("""
-from ssd_keras.training import OneCycleSchedule, fit_one_cycle, freeze_to, lr_find, unfreeze
+from ssd_keras.optimizers import freeze_to, unfreeze
+from ssd_keras.schedules import OneCycleSchedule
+from ssd_keras.training import fit_one_cycle, lr_find
 
 loss = SSDLoss(anchors, len(names), focal=(0.25, 1.0))
 model.compile(optimizer="adam", loss=loss)
@@ -768,7 +770,7 @@ IoU 0.5, and their mean (mAP).
 |---|---|
 | `actn_to_bb`, `sigmoid`, the hand-written `nms` loop per image | `decode_detections(y_pred, anchors, ...)`: per-class NMS for the batch with `tf.image.combined_non_max_suppression`, in the graph (`decode.py`) |
 | `show_nmf` pictures | `ssd_keras.viz.show_detections` |
-| — | `evaluate_detections` (VOC devkit AP), `anchor_coverage` (`metrics.py`) |
+| — | `evaluate_detections` (VOC devkit AP), `anchor_coverage` (`anchors.py`) |
 
 *Run time:* about 30 s on 2 CPU cores. The model is a checkpoint shipped in `notebooks/assets/`:
 the lesson's multi-grid head (189 anchors) on the small `tiny` body at 128 px (head with 64 filters
@@ -791,7 +793,7 @@ print(info.anchors, "\\nclasses:", names, f"\\nimage size {S}; training settings
 val = make_shapes(count=100, image_size=S, split="val")  # held out: not in the training stream
 val_ds = val.dataset(S, batch_size=50)
 images, y_true = next(iter(val_ds))
-y_pred = model.predict(images, verbose=0)
+y_pred = model.raw.predict(images, verbose=0)  # the raw output; model.predict decodes
 print("y_pred:", y_pred.shape)
 """),
     md("""
@@ -849,11 +851,11 @@ positive); AP is the 11-point interpolated area under the precision–recall cur
 penalise. mAP needs the low-scoring detections too (recall), hence `score_threshold=0.05` here.
 """),
     code("""
-from ssd_keras.metrics import detections_from_decoded, evaluate_detections
+from ssd_keras.evaluation import detections_from_decoded, evaluate_detections
 
 detections, ground_truths = [], []
 for batch_images, batch_y_true in val_ds:
-    decoded = decode_detections(model.predict(batch_images, verbose=0), anchors, score_threshold=0.05)
+    decoded = decode_detections(model.raw.predict(batch_images, verbose=0), anchors, score_threshold=0.05)
     detections += detections_from_decoded(decoded)
 ground_truths = val.ground_truths()  # (boxes, classes, difficult) per image
 voc07 = evaluate_detections(detections, ground_truths, len(names))
@@ -880,7 +882,8 @@ threshold (0.4, `SSDLoss`'s `pos_threshold`) are matched only through the forced
 `map_to_ground_truth`, to one anchor that fits them badly. Per size bucket (`sqrt(area)` of the box):
 """),
     code("""
-from ssd_keras.metrics import anchor_coverage, plot_anchor_coverage
+from ssd_keras.anchors import anchor_coverage
+from ssd_keras.viz import plot_anchor_coverage
 
 coverage = anchor_coverage([b for b, _, _ in ground_truths], anchors, threshold=0.4)
 for size, d in coverage["by_size"].items():
@@ -919,9 +922,9 @@ The same head, the same batch, the same anchors in both frameworks: do we comput
 numbers? The PyTorch side is the lesson's code, transcribed for torch 2.13 with its globals turned
 into arguments:
 
-* `ssd_keras.lesson_torch`: `hw2corners`, `jaccard`, `actn_to_bb`, `map_to_ground_truth`,
+* `ssd_keras.reference.lesson`: `hw2corners`, `jaccard`, `actn_to_bb`, `map_to_ground_truth`,
   `BCE_Loss`, `FocalLoss`, `ssd_1_loss`, `ssd_loss` and the anchor cell;
-* `ssd_keras.lesson_torch_model`: a torchvision-structured ResNet34 body and the lesson's `StdConv`,
+* `ssd_keras.reference.lesson_model`: a torchvision-structured ResNet34 body and the lesson's `StdConv`,
   `OutConv`, `SSD_MultiHead`, plus `copy_weights_to_keras`.
 
 They need `torch==2.13.0` (CPU), an optional dependency (`requirements-test.txt`). The model
@@ -933,8 +936,8 @@ comparison runs the lesson's full architecture (ResNet34 at 224 px, random weigh
 import torch
 
 from ssd_keras import AnchorConfig, SSDLoss, build_ssd
-from ssd_keras import lesson_torch as lt
-from ssd_keras import lesson_torch_model as ltm
+from ssd_keras.reference import lesson as lt
+from ssd_keras.reference import lesson_model as ltm
 
 torch.manual_seed(0)
 print("torch", torch.__version__, "| tensorflow", tf.__version__, "| keras", keras.__version__)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ssd_keras.boxes import centers_to_corners
+from ssd_keras.boxes import centers_to_corners, jaccard
 
 
 class AnchorConfig:
@@ -133,3 +133,93 @@ def _as_sequence(value, name):
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) == 0:
         raise ValueError(f"AnchorConfig: {name} must be a non-empty sequence, got {value!r}")
     return value
+
+
+# ------------------------------------------------------------------ coverage of a data set
+
+
+def _boxes_list(boxes_per_image):
+    """Accept a list of [m, 4] (or [m, 5+] y_true rows), a y_true array, or a tf.data set
+    of (images, y_true) → one numpy [N, 4] array of all objects (padding dropped)."""
+    if hasattr(boxes_per_image, "as_numpy_iterator"):
+        rows = []
+        for batch in boxes_per_image.as_numpy_iterator():
+            y = batch[1] if isinstance(batch, tuple) else batch
+            rows += [r[r[:, 4] >= 0, :4] for r in np.asarray(y)]
+        boxes_per_image = rows
+    if isinstance(boxes_per_image, np.ndarray) and boxes_per_image.ndim == 3:
+        boxes_per_image = list(boxes_per_image)
+    out = []
+    for i, b in enumerate(boxes_per_image):
+        b = np.asarray(b, np.float64)
+        if b.size == 0:
+            continue
+        if b.ndim != 2 or b.shape[1] < 4:
+            raise ValueError(f"anchor_coverage: image {i}: expected boxes [m, 4], got {b.shape}")
+        if b.shape[1] >= 5:
+            b = b[b[:, 4] >= 0]
+        b = b[:, :4]
+        bad = (b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1]) | ~np.isfinite(b).all(1)
+        if bad.any():
+            raise ValueError(
+                f"anchor_coverage: image {i}: invalid yxyx boxes in rows "
+                f"{np.where(bad)[0].tolist()}, e.g. {b[bad][0].tolist()}"
+            )
+        out.append(b)
+    return np.concatenate(out) if out else np.zeros((0, 4))
+
+
+def anchor_coverage(boxes_per_image, anchors, threshold=0.5, size_edges=(0.1, 0.3), bins=20):
+    """How well an `AnchorConfig` covers a data set's objects.
+
+    For each object the best IoU with any anchor: an object whose best IoU is not above
+    `threshold` gets no anchor by IoU and is matched only by `map_to_ground_truth`'s forced
+    rule (overlap 1.99 on its best anchor), so it trains one anchor whose box is a poor fit.
+    That is the lesson's argument for more zooms and ratios. Pass `threshold=0.4` to mirror
+    `SSDLoss(pos_threshold=0.4)` (the lesson's `gt_overlap > 0.4`).
+
+    Args:
+        boxes_per_image: list of `[m, 4]` relative yxyx arrays (or y_true rows `[m, 5]`, padding
+            class -1 dropped), a y_true array `[B, max_boxes, 5]`, or a tf.data set of
+            `(images, y_true)`.
+        anchors: an `AnchorConfig`.
+        threshold: IoU an object's best anchor must exceed.
+        size_edges: `sqrt(area)` edges (relative) of the small / medium / large buckets.
+        bins: number of histogram bins on [0, 1].
+
+    Returns:
+        dict: `num_objects`, `num_uncovered`, `fraction_uncovered`, `best_iou [N]`,
+        `best_anchor [N]`, `positives_per_object [N]` (anchors above threshold),
+        `histogram` (counts, bin_edges), `by_size` {small, medium, large: {num_objects,
+        num_uncovered, fraction_uncovered, mean_best_iou}}, `threshold`, `size_edges`.
+    """
+    boxes = _boxes_list(boxes_per_image)
+    iou = jaccard(boxes, anchors.corners.astype(np.float64))
+    n = len(boxes)
+    best = iou.max(axis=1) if n else np.zeros(0)
+    uncovered = ~(best > threshold)
+    size = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+    lo, hi = size_edges
+    buckets = {"small": size < lo, "medium": (size >= lo) & (size < hi), "large": size >= hi}
+    by_size = {}
+    for name, sel in buckets.items():
+        m = int(sel.sum())
+        by_size[name] = {
+            "num_objects": m,
+            "num_uncovered": int((uncovered & sel).sum()),
+            "fraction_uncovered": float((uncovered & sel).sum() / m) if m else float("nan"),
+            "mean_best_iou": float(best[sel].mean()) if m else float("nan"),
+        }
+    counts, edges = np.histogram(best, bins=bins, range=(0.0, 1.0))
+    return {
+        "num_objects": n,
+        "num_uncovered": int(uncovered.sum()),
+        "fraction_uncovered": float(uncovered.mean()) if n else float("nan"),
+        "best_iou": best,
+        "best_anchor": iou.argmax(axis=1) if n else np.zeros(0, np.int64),
+        "positives_per_object": (iou > threshold).sum(axis=1),
+        "histogram": (counts, edges),
+        "by_size": by_size,
+        "threshold": threshold,
+        "size_edges": tuple(size_edges),
+    }

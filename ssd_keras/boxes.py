@@ -33,24 +33,33 @@ def corners_to_centers(corners):
     return tf.concat([(tl + br) / 2, br - tl], axis=-1)
 
 
+def _is_numpy(*arrays):
+    return all(isinstance(a, np.ndarray) for a in arrays)
+
+
 def box_area(boxes):
-    """Area of yxyx boxes `[..., 4]` → `[...]` (the lesson's `box_sz`)."""
-    boxes = tf.convert_to_tensor(boxes, tf.float32)
+    """Area of yxyx boxes `[..., 4]` → `[...]` (the lesson's `box_sz`). numpy in, numpy out
+    (in its dtype); else TF float32."""
+    if not isinstance(boxes, np.ndarray):
+        boxes = tf.convert_to_tensor(boxes, tf.float32)
     return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
 
 
 def intersection(boxes_a, boxes_b):
     """Pairwise intersection areas of yxyx boxes: `[..., N, 4]`, `[..., M, 4]` → `[..., N, M]`.
+    numpy arrays in, numpy out (the evaluation computes in float64); else TF float32.
 
     Written per coordinate: TF's CPU kernels broadcast `[B, N, 1]` against `[M]` several times
     faster than `[B, N, 1, 2]` against `[M, 2]` (it was the largest cost in the batched loss).
     """
-    boxes_a = tf.convert_to_tensor(boxes_a, tf.float32)
-    boxes_b = tf.convert_to_tensor(boxes_b, tf.float32)
+    xp = np if _is_numpy(boxes_a, boxes_b) else tf.math
+    if xp is tf.math:
+        boxes_a = tf.convert_to_tensor(boxes_a, tf.float32)
+        boxes_b = tf.convert_to_tensor(boxes_b, tf.float32)
     ay0, ax0, ay1, ax1 = (boxes_a[..., :, None, i] for i in range(4))  # [..., N, 1]
     by0, bx0, by1, bx1 = (boxes_b[..., None, :, i] for i in range(4))  # [..., 1, M]
-    inter_h = tf.maximum(tf.minimum(ay1, by1) - tf.maximum(ay0, by0), 0.0)
-    inter_w = tf.maximum(tf.minimum(ax1, bx1) - tf.maximum(ax0, bx0), 0.0)
+    inter_h = xp.maximum(xp.minimum(ay1, by1) - xp.maximum(ay0, by0), 0.0)
+    inter_w = xp.maximum(xp.minimum(ax1, bx1) - xp.maximum(ax0, bx0), 0.0)
     return inter_h * inter_w
 
 
@@ -59,10 +68,15 @@ def jaccard(boxes_a, boxes_b):
     `[M, 4]` or `[B, M, 4]` → `[B, N, M]`.
 
     The lesson's `jaccard`, same float32 operations in the same order (bit-identical values).
-    Two zero-area boxes give 0, not NaN.
+    Two zero-area boxes give 0, not NaN. The one IoU of the package: the loss's matching runs
+    it in TF; the evaluation and anchor coverage pass numpy arrays and get numpy back (in
+    their dtype, float64 there).
     """
     inter = intersection(boxes_a, boxes_b)
     union = box_area(boxes_a)[..., :, None] + box_area(boxes_b)[..., None, :] - inter
+    if isinstance(inter, np.ndarray):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
     return tf.math.divide_no_nan(inter, union)
 
 

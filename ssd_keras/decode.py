@@ -2,40 +2,74 @@
 
 The lesson decodes one image at a time with a hand-written `nms` loop. Here the whole batch
 goes through `tf.image.combined_non_max_suppression`, which is per-class greedy NMS, in the
-graph (usable in `tf.function`, a SavedModel or TFLite-free serving) and on GPU.
+graph (usable in `tf.function`, a SavedModel, and on a GPU). `decode_detections_builtin_nms`
+gives the same results with the single-class NMS op that TFLite has as a builtin.
+
+The thresholds every part of ssd_keras defaults to are named here, once.
 """
 
 from __future__ import annotations
 
-import keras
 import tensorflow as tf
 
 from ssd_keras.anchors import AnchorConfig
 from ssd_keras.boxes import activations_to_boxes
 
-DEFAULT_SCORE_THRESHOLD = 0.05
-DEFAULT_IOU_THRESHOLD = 0.45
+#: Scores kept for evaluation: VOC mAP integrates precision over the low-confidence tail, so
+#: the decoder, `evaluate`, the `val_map` callback and the exports keep boxes down to 0.01.
+EVAL_SCORE_THRESHOLD = 0.01
+#: Scores kept for what a person looks at: pictures and `predict`'s files.
+DISPLAY_SCORE_THRESHOLD = 0.3
+#: NMS overlap: the usual SSD value.
+IOU_THRESHOLD = 0.45
+#: Detections kept per image (outputs are padded to it).
+MAX_DETECTIONS = 100
+
+
+def _check_y_pred(y_pred, anchors, where):
+    y_pred = tf.convert_to_tensor(y_pred)
+    if y_pred.shape.rank != 3:
+        raise ValueError(f"{where}: y_pred must be [batch, A, 4 + C + 1], got shape {y_pred.shape}")
+    num_anchors, channels = y_pred.shape[1], y_pred.shape[2]
+    if num_anchors is not None and num_anchors != anchors.num_anchors:
+        raise ValueError(
+            f"{where}: y_pred has {num_anchors} anchors but anchors has "
+            f"{anchors.num_anchors} ({anchors!r})"
+        )
+    if channels is not None and channels < 6:
+        raise ValueError(f"{where}: y_pred needs 4 + C + 1 >= 6 channels, got {channels}")
+    return tf.cast(y_pred, tf.float32)
+
+
+def boxes_and_scores(y_pred, anchors):
+    """The decoding prologue: `y_pred [..., A, 4 + C + 1]` → boxes `[..., A, 4]` (relative yxyx,
+    clipped to [0, 1]) and per-class scores `[..., A, C]` (sigmoid, background column dropped).
+
+    Sigmoid, not softmax: the lesson trains the class logits with BCE, so they are independent
+    per-class probabilities. Boxes are clipped so that the overlaps NMS uses, and the boxes it
+    returns, are the parts inside the image.
+    """
+    boxes = tf.clip_by_value(activations_to_boxes(y_pred[..., :4], anchors), 0.0, 1.0)
+    return boxes, tf.sigmoid(y_pred[..., 4:-1])
 
 
 def decode_detections(
     y_pred,
     anchors,
-    score_threshold=DEFAULT_SCORE_THRESHOLD,
-    iou_threshold=DEFAULT_IOU_THRESHOLD,
-    max_detections=100,
+    score_threshold=EVAL_SCORE_THRESHOLD,
+    iou_threshold=IOU_THRESHOLD,
+    max_detections=MAX_DETECTIONS,
     max_per_class=None,
 ):
     """Model output → detections, per-class NMS over a batch.
 
-    Steps: the lesson's `actn_to_bb` on `y_pred[..., :4]`; sigmoid of the class logits
-    without the background column (the lesson trains them with BCE, so they are independent
-    per-class probabilities); boxes clipped to `[0, 1]` (so the overlaps NMS uses and the
-    boxes it returns are the parts inside the image); then greedy NMS per class: a box is
-    dropped when its IoU with a higher-scoring kept box of the same class is above
-    `iou_threshold`; scores at or below `score_threshold` are dropped first.
+    Steps: `boxes_and_scores` (the lesson's `actn_to_bb`, sigmoid scores without the
+    background column, boxes clipped to [0, 1]); then greedy NMS per class: a box is dropped
+    when its IoU with a higher-scoring kept box of the same class is above `iou_threshold`;
+    scores at or below `score_threshold` are dropped first.
 
-    Defaults: `score_threshold=0.05` keeps low-confidence detections because VOC mAP rewards
-    recall (use ~0.25–0.5 for pictures); `iou_threshold=0.45` is the usual SSD value.
+    Defaults: `EVAL_SCORE_THRESHOLD` (0.01) keeps low-confidence detections because VOC mAP
+    rewards recall (`DISPLAY_SCORE_THRESHOLD`, 0.3, for pictures); `IOU_THRESHOLD` (0.45).
 
     Args:
         y_pred: `[batch, A, 4 + C + 1]` model output (background last).
@@ -49,27 +83,9 @@ def decode_detections(
         `num_detections` `[batch]` int32. Rows are sorted by descending score.
     """
     anchors = AnchorConfig.coerce(anchors)
-    y_pred = tf.convert_to_tensor(y_pred)
-    if y_pred.shape.rank != 3:
-        raise ValueError(f"decode_detections: y_pred must be [batch, A, 4 + C + 1], got shape {y_pred.shape}")
-    num_anchors, channels = y_pred.shape[1], y_pred.shape[2]
-    if num_anchors is not None and num_anchors != anchors.num_anchors:
-        raise ValueError(
-            f"decode_detections: y_pred has {num_anchors} anchors but anchors has "
-            f"{anchors.num_anchors} ({anchors!r})"
-        )
-    if channels is not None and channels < 6:
-        raise ValueError(f"decode_detections: y_pred needs 4 + C + 1 >= 6 channels, got {channels}")
-    if not 0.0 <= iou_threshold <= 1.0:
-        raise ValueError(f"decode_detections: iou_threshold must be in [0, 1], got {iou_threshold}")
-    max_detections = int(max_detections)
-    max_per_class = max_detections if max_per_class is None else int(max_per_class)
-    if max_detections < 1 or max_per_class < 1:
-        raise ValueError("decode_detections: max_detections and max_per_class must be >= 1")
-
-    y_pred = tf.cast(y_pred, tf.float32)
-    boxes = tf.clip_by_value(activations_to_boxes(y_pred[..., :4], anchors), 0.0, 1.0)
-    scores = tf.sigmoid(y_pred[..., 4:-1])
+    y_pred = _check_y_pred(y_pred, anchors, "decode_detections")
+    max_detections, max_per_class = _check_settings(iou_threshold, max_detections, max_per_class)
+    boxes, scores = boxes_and_scores(y_pred, anchors)
     # q = 1: the same box for every class (combined NMS also takes per-class boxes).
     nms = tf.image.combined_non_max_suppression(
         boxes[:, :, None, :],
@@ -92,56 +108,62 @@ def decode_detections(
     }
 
 
-@keras.saving.register_keras_serializable(package="ssd_keras")
-class DecodeDetections(keras.layers.Layer):
-    """`decode_detections` as a Keras layer (TensorFlow backend), for export models.
+def _check_settings(iou_threshold, max_detections, max_per_class=None):
+    if not 0.0 <= iou_threshold <= 1.0:
+        raise ValueError(f"decode: iou_threshold must be in [0, 1], got {iou_threshold}")
+    max_detections = int(max_detections)
+    max_per_class = max_detections if max_per_class is None else int(max_per_class)
+    if max_detections < 1 or max_per_class < 1:
+        raise ValueError("decode: max_detections and max_per_class must be >= 1")
+    return max_detections, max_per_class
 
-    Input `y_pred` `[batch, A, 4 + C + 1]`; output the dict of `decode_detections`. Runs in
-    float32 whatever the global dtype policy (NMS in float16 would merge boxes wrongly).
+
+def decode_detections_builtin_nms(y_pred, anchors, score_threshold=EVAL_SCORE_THRESHOLD,
+                                  iou_threshold=IOU_THRESHOLD, max_detections=MAX_DETECTIONS,
+                                  max_per_class=None):
+    """`decode_detections` for a batch of one image, with ops TFLite has as builtins.
+
+    Why not `decode_detections`: `combined_non_max_suppression` runs in TFLite only as a Flex
+    (SELECT_TF_OPS) op, and the Python `tf.lite.Interpreter` of TF 2.21 has no Flex delegate
+    linked in. Single-class `NonMaxSuppressionV4` *is* a builtin, so this runs it once per class
+    (a static loop: C is known) and keeps the best `max_detections` overall: the same per-class
+    greedy NMS, score cut (`score > score_threshold`) and padding (`classes = -1`).
+
+    Args:
+        y_pred: `[1, A, 4 + C + 1]`.
+    Returns:
+        the `decode_detections` dict with batch 1 (boxes relative yxyx).
     """
+    anchors = AnchorConfig.coerce(anchors)
+    y_pred = _check_y_pred(y_pred, anchors, "decode_detections_builtin_nms")
+    max_detections, max_per_class = _check_settings(iou_threshold, max_detections, max_per_class)
+    boxes, scores = boxes_and_scores(y_pred[0], anchors)
+    num_classes = y_pred.shape[-1] - 5
+    cand_boxes, cand_scores, cand_classes = [], [], []
+    for c in range(num_classes):
+        idx, valid = tf.raw_ops.NonMaxSuppressionV4(
+            boxes=boxes, scores=scores[:, c], max_output_size=max_per_class,
+            iou_threshold=iou_threshold, score_threshold=score_threshold,
+            pad_to_max_output_size=True)
+        keep = tf.range(max_per_class) < valid
+        cand_boxes.append(tf.gather(boxes, idx))
+        cand_scores.append(tf.where(keep, tf.gather(scores[:, c], idx), -1.0))
+        cand_classes.append(tf.fill([max_per_class], c))
+    # A block of padding candidates, so that top_k has max_detections rows even when
+    # C * max_per_class is smaller.
+    cand_boxes.append(tf.zeros([max_detections, 4]))
+    cand_scores.append(tf.fill([max_detections], -1.0))
+    cand_classes.append(tf.fill([max_detections], -1))
+    top_scores, top = tf.math.top_k(tf.concat(cand_scores, 0), k=max_detections)
+    valid = top_scores > -1.0
+    num = tf.reduce_sum(tf.cast(valid, tf.int32))
+    return {
+        "boxes": tf.where(valid[:, None], tf.gather(tf.concat(cand_boxes, 0), top), 0.0)[None],
+        "scores": tf.where(valid, top_scores, 0.0)[None],
+        "classes": tf.where(valid, tf.gather(tf.concat(cand_classes, 0), top), -1)[None],
+        "num_detections": num[None],
+    }
 
-    def __init__(
-        self,
-        anchors=None,
-        score_threshold=DEFAULT_SCORE_THRESHOLD,
-        iou_threshold=DEFAULT_IOU_THRESHOLD,
-        max_detections=100,
-        max_per_class=None,
-        **kwargs,
-    ):
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-        self.anchors = AnchorConfig.coerce(anchors)
-        self.score_threshold = float(score_threshold)
-        self.iou_threshold = float(iou_threshold)
-        self.max_detections = int(max_detections)
-        self.max_per_class = None if max_per_class is None else int(max_per_class)
 
-    def call(self, y_pred):
-        return decode_detections(
-            y_pred,
-            self.anchors,
-            self.score_threshold,
-            self.iou_threshold,
-            self.max_detections,
-            self.max_per_class,
-        )
-
-    def compute_output_spec(self, y_pred):
-        batch, n = y_pred.shape[0], self.max_detections
-        return {
-            "boxes": keras.KerasTensor((batch, n, 4), "float32"),
-            "scores": keras.KerasTensor((batch, n), "float32"),
-            "classes": keras.KerasTensor((batch, n), "int32"),
-            "num_detections": keras.KerasTensor((batch,), "int32"),
-        }
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "anchors": self.anchors.get_config(),
-            "score_threshold": self.score_threshold,
-            "iou_threshold": self.iou_threshold,
-            "max_detections": self.max_detections,
-            "max_per_class": self.max_per_class,
-        }
+#: The two NMS implementations, by name (`nms=` of `ssd_keras.inference.detect`).
+DECODERS = {"combined": decode_detections, "builtin": decode_detections_builtin_nms}

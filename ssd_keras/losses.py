@@ -32,19 +32,22 @@ from ssd_keras.matching import match_anchors
 LESSON_FOCAL = (0.25, 1.0)
 
 
-def _coerce_focal(focal):
+def parse_focal(focal):
+    """The one reading of a focal-loss setting: None/False → None (BCE); True or `()` → the
+    lesson's `(0.25, 1.0)`; `(alpha, gamma)` → floats, with `0 <= alpha <= 1`, `gamma >= 0`
+    (finite). Raises ValueError otherwise (the CLI's `--focal` uses it too)."""
     if focal is None or focal is False:
         return None
-    if focal is True:
+    if focal is True or (isinstance(focal, (list, tuple)) and len(focal) == 0):
         return LESSON_FOCAL
     try:
         alpha, gamma = (float(v) for v in focal)
     except (TypeError, ValueError):
         raise ValueError(
-            f"SSDLoss: focal must be None, True (the lesson's (0.25, 1.0)) or (alpha, gamma), got {focal!r}"
+            f"focal must be None, True (the lesson's (0.25, 1.0)) or (alpha, gamma), got {focal!r}"
         ) from None
-    if not 0.0 <= alpha <= 1.0 or not gamma >= 0.0:
-        raise ValueError(f"SSDLoss: focal=(alpha, gamma) needs 0 <= alpha <= 1 and gamma >= 0, got {focal!r}")
+    if not 0.0 <= alpha <= 1.0 or not 0.0 <= gamma < math.inf:
+        raise ValueError(f"focal=(alpha, gamma) needs 0 <= alpha <= 1 and 0 <= gamma < inf, got {focal!r}")
     return (alpha, gamma)
 
 
@@ -119,8 +122,9 @@ class SSDLoss(keras.losses.Loss):
             raise ValueError(f"SSDLoss: num_classes must be a positive integer, got {num_classes!r}")
         self.num_classes = int(num_classes)
         self.pos_threshold = float(pos_threshold)
-        self.focal = _coerce_focal(focal)
+        self.focal = parse_focal(focal)
         self.validate = bool(validate)
+        self.last_components = None  # set by call(); see SSDDetector.compute_loss
         if not (isinstance(loc_weight, numbers.Real) and not isinstance(loc_weight, bool)
                 and math.isfinite(loc_weight) and loc_weight > 0):
             raise ValueError(f"SSDLoss: loc_weight must be a finite number > 0, got {loc_weight!r}")
@@ -171,14 +175,17 @@ class SSDLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         parts = self.components(y_true, y_pred)
+        # Kept for the caller of this trace: `SSDDetector` logs `loc` and `clas` from them
+        # instead of matching the anchors a second (and third) time.
+        self.last_components = parts
         return self.loc_weight * parts["loc"] + parts["clas"]
 
     def metrics(self):
         """Two Keras metrics, `loc` and `clas`: the batch means of the two loss parts.
 
         `model.compile(loss=loss, metrics=loss.metrics())` makes `fit` log them next to
-        `loss`, as the lesson prints `loc` and `clas`. (Each recomputes the matching; it is
-        cheap next to the model.)
+        `loss`, as the lesson prints `loc` and `clas`. Each recomputes the matching; an
+        `SSDDetector` logs the same two numbers without that cost.
         """
         cfg = dict(self._loss_config(), validate=False)  # the loss already checks y_true
         return [SSDLossPart("loc", **cfg), SSDLossPart("clas", **cfg)]

@@ -1,5 +1,5 @@
-"""`build_ssd`: body + the lesson's head as one functional Keras model; `build_detector`
-adds in-graph decoding for export and prediction.
+"""`build_ssd`: body + the lesson's head as one functional Keras model (the raw model under
+`ssd_keras.SSDDetector`, which adds the anchors, class names, loss and decoder).
 
 The lesson builds `ConvnetBuilder(f_model, 0, 0, 0, custom_head=head)`: a ResNet34 body cut
 before the pooling layer with `SSD_Head` or `SSD_MultiHead` on its 7×7 map. Here:
@@ -15,7 +15,6 @@ import keras
 
 from ssd_keras.anchors import AnchorConfig
 from ssd_keras.backbones import get_backbone
-from ssd_keras.decode import DEFAULT_IOU_THRESHOLD, DEFAULT_SCORE_THRESHOLD, DecodeDetections
 from ssd_keras.layers import SSDHead, SSDMultiHead, plan_head
 
 
@@ -127,24 +126,3 @@ def _is_whole_model_file(path):
     except OSError as e:
         raise ValueError(f"build_ssd: could not read weights file {path!r}: {e}") from e
     return bool(keys & {"ssd_multi_head", "ssd_head"})
-
-
-def build_detector(
-    model,
-    anchors,
-    score_threshold=DEFAULT_SCORE_THRESHOLD,
-    iou_threshold=DEFAULT_IOU_THRESHOLD,
-    max_detections=100,
-    max_per_class=None,
-    name="ssd_detector",
-):
-    """Wrap a `build_ssd` model: images → decoded detections (dict, see `decode_detections`).
-
-    Shares the weights of `model` (no copy). NMS runs in the graph, so the result can be
-    saved as `.keras` or exported as a SavedModel serving boxes, scores, classes and counts.
-    """
-    decode = DecodeDetections(
-        anchors, score_threshold, iou_threshold, max_detections, max_per_class, name="detections"
-    )
-    outputs = decode(model.outputs[0])
-    return keras.Model(model.inputs, outputs, name=name)

@@ -229,3 +229,68 @@ def show_detections(image, detections, ground_truth=None, class_names=None, scor
     axes[-1].set_title(f"detections ({int(keep.sum())})")
     fig.tight_layout()
     return _finish(fig, path)
+
+
+def plot_anchor_coverage(coverage, title=None):
+    """A matplotlib `Figure` for `anchor_coverage`'s result: the best-IoU histogram with the
+    threshold, and the uncovered fraction per size bucket."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 3.8))
+    ax1, ax2 = fig.subplots(1, 2)
+    counts, edges = coverage["histogram"]
+    ax1.bar(edges[:-1], counts, width=np.diff(edges), align="edge", edgecolor="k", alpha=0.7)
+    ax1.axvline(coverage["threshold"], color="r", ls="--", label=f"threshold {coverage['threshold']}")
+    ax1.set(xlabel="best anchor IoU per object", ylabel="objects",
+            title=f"{coverage['num_uncovered']}/{coverage['num_objects']} objects below threshold")
+    ax1.legend()
+    names = list(coverage["by_size"])
+    frac = [coverage["by_size"][k]["fraction_uncovered"] for k in names]
+    lo, hi = coverage["size_edges"]
+    labels = [f"small\n<{lo}", f"medium\n{lo}-{hi}", f"large\n>={hi}"]
+    bars = ax2.bar(labels, np.nan_to_num(frac), color=["tab:red", "tab:orange", "tab:green"])
+    for bar, k in zip(bars, names):
+        d = coverage["by_size"][k]
+        ax2.annotate(f"{d['num_uncovered']}/{d['num_objects']}",
+                     (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                     ha="center", va="bottom")
+    ax2.set(ylim=(0, 1.05), ylabel="fraction uncovered", title="by size (sqrt(area))")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def save_detection_grid(detector, images, y_true, path, score_threshold=None, max_detections=50):
+    """Images, one per row: ground truth (left) next to `detector`'s detections (right).
+
+    Args:
+        detector: an `SSDDetector` (its `detect`, the one inference path, with the display
+            threshold `ssd_keras.decode.DISPLAY_SCORE_THRESHOLD` unless `score_threshold`).
+        images: `[N, H, W, 3]` 0–255; y_true: `[N, M, 5]` (relative yxyx + class, -1 padding).
+    Returns the path of the PNG written.
+    """
+    from ssd_keras.decode import DISPLAY_SCORE_THRESHOLD
+
+    threshold = DISPLAY_SCORE_THRESHOLD if score_threshold is None else score_threshold
+    out = {k: _to_numpy(v) for k, v in detector.detect(
+        images, score_threshold=threshold, max_detections=max_detections).items()}
+    images, y_true = _to_numpy(images), _to_numpy(y_true)
+    names = detector.class_names
+    n = len(images)
+    fig, axes = plt.subplots(n, 2, figsize=(7, 3.5 * n), squeeze=False)
+    for i in range(n):
+        image = np.clip(images[i], 0, 255).astype(np.uint8)
+        gt = y_true[i][y_true[i, :, 4] >= 0]
+        show_img(image, ax=axes[i, 0])
+        draw_boxes(axes[i, 0], image.shape, gt[:, :4], gt[:, 4].astype(int), names)
+        axes[i, 0].set_title("ground truth")
+        k = int(out["num_detections"][i])
+        show_detections(image, {"boxes": out["boxes"][i, :k], "scores": out["scores"][i, :k],
+                                "classes": out["classes"][i, :k]}, None, names, ax=axes[i, 1])
+        axes[i, 1].set_title(f"{k} detections (score > {threshold:g})")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+    return path

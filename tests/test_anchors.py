@@ -1,9 +1,10 @@
-"""AnchorConfig against the lesson's anchor cell (ssd_keras.lesson_torch) and by hand."""
+"""AnchorConfig against the lesson's anchor cell (ssd_keras.reference.lesson) and by hand."""
 
 import numpy as np
 import pytest
 
-from ssd_keras.anchors import AnchorConfig
+from ssd_keras.anchors import AnchorConfig, anchor_coverage
+from ssd_keras.viz import plot_anchor_coverage
 
 CONFIGS = {
     "multi_grid_default": {},  # grids (4, 2, 1), zooms (.7, 1, 1.3), 3 ratios: k=9, 189
@@ -16,7 +17,7 @@ CONFIGS = {
 @pytest.mark.parametrize("name", CONFIGS)
 def test_equal_to_lesson(name):
     pytest.importorskip("torch", reason="the lesson's reference needs torch (requirements-test.txt)")
-    from ssd_keras import lesson_torch as lt
+    from ssd_keras.reference import lesson as lt
 
     cfg = CONFIGS[name]
     ours = AnchorConfig(**cfg)
@@ -85,3 +86,38 @@ def test_bad_config(kwargs, match):
 def test_coerce_rejects_other_types():
     with pytest.raises(TypeError, match="anchors must be an AnchorConfig"):
         AnchorConfig.coerce([4, 2, 1])
+
+
+BOX_A = [0.1, 0.1, 0.4, 0.4]
+
+
+def test_anchor_coverage_exact_and_uncoverable_boxes():
+    anchors = AnchorConfig.single_grid(4)  # 16 anchors, cells of 0.25
+    exact = anchors.corners[5]  # IoU 1 with anchor 5
+    tiny = [0.01, 0.01, 0.03, 0.03]  # best IoU 0.0004/0.0625 = 0.0064
+    wide = [0.0, 0.0, 0.25, 1.0]  # a 1x4 strip: best IoU 1/4 with any cell
+    cov = anchor_coverage([np.array([exact, tiny]), np.array([wide]), np.zeros((0, 4))], anchors)
+    assert cov["num_objects"] == 3 and cov["num_uncovered"] == 2
+    assert cov["fraction_uncovered"] == pytest.approx(2 / 3)
+    np.testing.assert_allclose(cov["best_iou"], [1.0, 0.0004 / 0.0625, 0.25], rtol=1e-5)
+    assert cov["best_anchor"][0] == 5
+    np.testing.assert_array_equal(cov["positives_per_object"], [1, 0, 0])
+    assert cov["by_size"]["small"] == pytest.approx(
+        {"num_objects": 1, "num_uncovered": 1, "fraction_uncovered": 1.0, "mean_best_iou": 0.0064})
+    assert cov["by_size"]["medium"]["num_objects"] == 1  # exact: sqrt(area) 0.25
+    assert cov["by_size"]["large"]["num_uncovered"] == 1  # wide: sqrt(0.25) = 0.5
+    assert cov["histogram"][0].sum() == 3
+    # a 2x2-cell box: uncovered by the 4x4 grid, exact for the lesson's 2x2 grid at zoom 1
+    quarter = np.array([[0.0, 0.0, 0.5, 0.5]])
+    assert anchor_coverage([quarter], anchors)["best_iou"][0] == pytest.approx(0.25)
+    assert anchor_coverage([quarter], AnchorConfig())["best_iou"][0] == pytest.approx(1.0)
+    fig = plot_anchor_coverage(cov, title="4x4")
+    assert len(fig.axes) == 2
+
+
+def test_anchor_coverage_accepts_y_true_and_rejects_bad_boxes():
+    anchors = AnchorConfig.single_grid(4)
+    y_true = np.array([[list(anchors.corners[0]) + [0], [0, 0, 0, 0, -1]]], np.float32)
+    assert anchor_coverage(y_true, anchors)["num_objects"] == 1
+    with pytest.raises(ValueError, match="image 0: invalid yxyx"):
+        anchor_coverage([np.array([[0.5, 0.5, 0.1, 0.9]])], anchors)

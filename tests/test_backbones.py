@@ -9,7 +9,7 @@ from ssd_keras import backbones
 from ssd_keras.backbones import ImagePreprocessing, get_backbone, layer_groups, load_torchvision_resnet34
 
 torch = pytest.importorskip("torch", reason="torch (requirements-test.txt) is the torchvision reference")
-from ssd_keras import lesson_torch_model as L  # noqa: E402
+from ssd_keras.reference import lesson_model as L  # noqa: E402
 
 
 def _random_state_dict(seed=0):

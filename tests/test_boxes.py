@@ -25,7 +25,7 @@ def random_boxes(rng, n):
 @pytest.fixture
 def lt():
     pytest.importorskip("torch", reason="the lesson's reference needs torch (requirements-test.txt)")
-    from ssd_keras import lesson_torch
+    from ssd_keras.reference import lesson as lesson_torch
 
     return lesson_torch
 
@@ -36,12 +36,12 @@ def test_jaccard_equals_lesson(lt):
     rng = np.random.default_rng(1)
     a, b = random_boxes(rng, 30), random_boxes(rng, 40)
     b[:5] = a[:5]  # some identical pairs
-    ours = jaccard(a, b).numpy()
+    ours = np.asarray(jaccard(a, b))
     ref = lt.jaccard(torch.from_numpy(a), torch.from_numpy(b)).numpy()
     assert ours.shape == (30, 40)
     np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=0)
     anchors = AnchorConfig()
-    ours = jaccard(a, anchors.corners).numpy()
+    ours = np.asarray(jaccard(a, anchors.corners))
     ref = lt.jaccard(torch.from_numpy(a), torch.from_numpy(anchors.corners)).numpy()
     np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=0)
 
@@ -50,10 +50,10 @@ def test_jaccard_batched():
     rng = np.random.default_rng(2)
     a = random_boxes(rng, 3 * 5).reshape(3, 5, 4)
     b = random_boxes(rng, 7)
-    batched = jaccard(a, b).numpy()
+    batched = np.asarray(jaccard(a, b))
     assert batched.shape == (3, 5, 7)
     for i in range(3):
-        np.testing.assert_array_equal(batched[i], jaccard(a[i], b).numpy())
+        np.testing.assert_array_equal(batched[i], np.asarray(jaccard(a[i], b)))
 
 
 @pytest.mark.parametrize(
@@ -70,15 +70,15 @@ def test_jaccard_batched():
     ],
 )
 def test_jaccard_by_hand(a, b, iou):
-    got = jaccard([a], [b]).numpy()
+    got = np.asarray(jaccard([a], [b]))
     assert got.shape == (1, 1)
     assert not np.isnan(got[0, 0])
     np.testing.assert_allclose(got[0, 0], iou, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(jaccard([b], [a]).numpy()[0, 0], iou, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(jaccard([b], [a]))[0, 0], iou, rtol=1e-6, atol=1e-7)
 
 
 def test_box_area():
-    np.testing.assert_allclose(box_area([[0.1, 0.2, 0.5, 0.6], [0, 0, 1, 1]]).numpy(), [0.16, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(box_area([[0.1, 0.2, 0.5, 0.6], [0, 0, 1, 1]])), [0.16, 1.0], rtol=1e-6)
 
 
 @pytest.mark.parametrize("config", [{}, dict(grids=(4,), zooms=(1.0,), ratios=((1.0, 1.0),))])
@@ -147,3 +147,14 @@ def test_validate_boxes_errors(boxes, match):
 def test_validate_boxes_clip():
     got = validate_boxes([[-0.1, 0.2, 1.3, 0.5]], clip=True)
     np.testing.assert_array_equal(got, np.array([[0.0, 0.2, 1.0, 0.5]], np.float32))
+
+
+def test_jaccard_numpy_in_numpy_out_in_its_dtype_equals_tf():
+    rng = np.random.default_rng(5)
+    a, b = random_inputs.random_boxes(rng, 7), random_inputs.random_boxes(rng, 9)
+    as_tf = jaccard(tf.constant(a), tf.constant(b))
+    assert isinstance(as_tf, tf.Tensor)
+    np.testing.assert_array_equal(jaccard(a, b), as_tf.numpy())  # float32: the same IEEE ops
+    wide = jaccard(a.astype(np.float64), b.astype(np.float64))
+    assert isinstance(wide, np.ndarray) and wide.dtype == np.float64
+    np.testing.assert_allclose(wide, as_tf.numpy(), rtol=1e-6)

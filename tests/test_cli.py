@@ -71,8 +71,12 @@ def test_user_error_through_python_dash_m_is_a_message_not_a_traceback(tmp_path)
     (["demo", "--epochs", "0"], "argument --epochs: expected a positive integer, got '0'"),
     (["demo", "--image-size", "16"], "argument --image-size: image size must be at least 32"),
     (["demo", "--lr", "-1"], "argument --lr: expected a positive number"),
-    (["demo", "--focal", "0.25"], "argument --focal: takes no value or two (ALPHA GAMMA), got 1"),
-    (["demo", "--focal", "2", "1"], "argument --focal: ALPHA must be in (0, 1)"),
+    (["demo", "--focal", "0.25"], "argument --focal: expected 2 arguments"),
+    (["demo", "--focal", "2", "1"], "argument --focal: focal=(alpha, gamma) needs 0 <= alpha <= 1"),
+    (["demo", "--focal", "0.25", "1", "--bce"], "argument --bce: not allowed with argument --focal"),
+    (["train", "--val-fraction", "1.5"], "argument --val-fraction: expected a number in (0, 1)"),
+    (["train", "--on-error", "ignore"], "argument --on-error: invalid choice: 'ignore'"),
+    (["train", "--data", "csv:/no/such.csv"], "argument --data: cannot load 'csv:/no/such.csv'"),
     (["demo", "--backbone", "vgg"], "argument --backbone: invalid choice: 'vgg'"),
     (["demo", "--min-size", "0.5", "--max-size", "0.3"],
      "argument --min-size: need 0 < --min-size <= --max-size, got 0.5 and 0.3"),
@@ -118,7 +122,7 @@ def test_evaluate_uses_the_demo_models_shapes_settings(demo_run, tmp_path):
     mAPs agree."""
     out = demo_run[0]
     val_images = 8
-    # No --limit: the model also records how many held-out images the demo used.
+    # No --max-images: the model also records how many held-out images the demo used.
     status, stdout, stderr = run_cli(["evaluate", "--model", out / "model.keras", "--data", "shapes",
                                       "--json", tmp_path / "m.json"])
     assert status == 0, stderr
@@ -135,7 +139,7 @@ def test_evaluate_uses_the_demo_models_shapes_settings(demo_run, tmp_path):
 def test_evaluate_reads_the_model_metadata_and_prints_per_class_ap(demo_run, tmp_path):
     out = demo_run[0]
     status, stdout, stderr = run_cli(["evaluate", "--model", out / "model.keras", "--data", "shapes",
-                                      "--limit", "8", "--batch-size", "8",
+                                      "--max-images", "8", "--batch-size", "8",
                                       "--json", tmp_path / "m.json"])
     assert status == 0, stderr
     assert stdout.splitlines()[-1].startswith("mAP: ")
@@ -156,7 +160,7 @@ def test_predict_writes_pictures_and_json_with_relative_and_pixel_boxes(demo_run
                                       "--max-detections", "5"])
     assert status == 0, stderr
     assert (tmp_path / "pred" / "photo.png").read_bytes()[:4] == b"\x89PNG"
-    results = json.loads((tmp_path / "pred" / "detections.json").read_text())
+    results = json.loads((tmp_path / "pred" / "detections.json").read_text())["images"]
     assert results[0]["width"] == 80 and results[0]["height"] == 48
     dets = results[0]["detections"]
     assert 0 < len(dets) <= 5
@@ -171,7 +175,25 @@ def test_predict_names_an_unreadable_image(demo_run, tmp_path):
     bad.write_bytes(b"\xff\xd8 not really a jpeg")
     status, _, stderr = run_cli(["predict", "--model", demo_run[0] / "model.keras", bad])
     assert status == 2
-    assert "argument IMAGE:" in stderr and "broken.jpg" in stderr
+    assert "argument IMAGE:" in stderr and "broken.jpg" in stderr and "--on-error skip" in stderr
+
+
+def test_predict_skips_unreadable_images_and_writes_the_good_ones(demo_run, tmp_path):
+    from PIL import Image
+
+    good = tmp_path / "good.png"
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(good)
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 not really a jpeg")
+    missing = tmp_path / "missing.jpg"
+    status, stdout, stderr = run_cli(["predict", "--model", demo_run[0] / "model.keras", good, bad, missing,
+                                      "--out", tmp_path / "pred", "--on-error", "skip"])
+    assert status == 0, stderr
+    saved = json.loads((tmp_path / "pred" / "detections.json").read_text())
+    assert [r["image"] for r in saved["images"]] == [str(good)]
+    assert [s["image"] for s in saved["skipped"]] == [str(bad), str(missing)]
+    assert "skipped 2 of 3 images" in stdout
+    assert (tmp_path / "pred" / "good.png").is_file()
 
 
 def test_export_from_the_command_line(demo_run, tmp_path):
@@ -188,13 +210,13 @@ def test_export_from_the_command_line(demo_run, tmp_path):
     assert status == 2 and "apply to --format tflite only" in stderr
 
 
-def test_train_writes_model_metadata_and_refuses_to_clobber_a_backup(tmp_path):
+def test_train_writes_the_model_and_refuses_to_clobber_a_run(tmp_path):
     out = tmp_path / "run"
     argv = ["train", "--data", "shapes", "--backbone", "tiny", "--image-size", "64", "--epochs", "1",
-            "--batch-size", "8", "--limit", "16", "--val-split", "none", "--out", out]
+            "--batch-size", "8", "--train-images", "16", "--val-split", "none", "--out", out]
     status, stdout, stderr = run_cli(argv)
     assert status == 0, stderr
-    assert (out / "model.keras").is_file() and (out / "ssd_keras.json").is_file()
-    (out / "backup").mkdir(exist_ok=True)  # what an interrupted run leaves behind
+    assert "from scratch, all layers trainable: 1 epoch(s)" in stdout
+    assert (out / "model.keras").is_file() and (out / "stage1" / "log.csv").is_file()
     status, _, stderr = run_cli(argv)
     assert status == 2 and "argument --out:" in stderr and "--resume" in stderr

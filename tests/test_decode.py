@@ -1,13 +1,12 @@
 """decode_detections / DecodeDetections: hand-built cases with known answers, equality with a
 plain numpy per-class greedy NMS, graph mode, serialisation, errors."""
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from ssd_keras.anchors import AnchorConfig
-from ssd_keras.decode import DecodeDetections, decode_detections
+from ssd_keras.decode import decode_detections, decode_detections_builtin_nms
 
 # 2x2 grid, two zooms per cell: anchors 2i and 2i+1 share a centre, sizes 0.5 and 0.45, so
 # their IoU is 0.81 (> 0.45); anchors of different cells do not overlap.
@@ -128,21 +127,27 @@ def test_runs_in_graph_with_unknown_batch_and_matches_eager():
         np.testing.assert_array_equal(graph[key].numpy(), eager[key].numpy())
 
 
-def test_layer_matches_function_and_serialises():
+@pytest.mark.parametrize("max_per_class", [None, 2])
+def test_builtin_nms_variant_equals_combined_nms(max_per_class):
+    """The TFLite-builtin decoder (one single-class NMS per class) gives combined NMS's answer,
+    also when C * max_per_class < max_detections (padding candidates)."""
     anchors = AnchorConfig()
-    layer = DecodeDetections(anchors, score_threshold=0.2, max_detections=7, max_per_class=2)
-    clone = DecodeDetections.from_config(layer.get_config())
-    assert clone.anchors == anchors and (clone.max_detections, clone.max_per_class) == (7, 2)
-    y = np.random.RandomState(3).randn(2, anchors.num_anchors, 8).astype("float16")  # mixed precision
-    got = clone(y)
-    want = decode_detections(y.astype("float32"), anchors, 0.2, max_detections=7, max_per_class=2)
+    y = np.random.RandomState(3).randn(1, anchors.num_anchors, 8).astype("float32") * 2
+    want = decode_detections(y, anchors, 0.2, max_detections=9, max_per_class=max_per_class)
+    got = decode_detections_builtin_nms(y, anchors, 0.2, max_detections=9, max_per_class=max_per_class)
+    assert int(want["num_detections"][0]) > 2
+    for key in want:
+        np.testing.assert_allclose(np.asarray(got[key]), want[key].numpy(), atol=1e-6, err_msg=key)
+
+
+def test_mixed_precision_y_pred_is_decoded_in_float32():
+    anchors = AnchorConfig()
+    y = np.random.RandomState(3).randn(2, anchors.num_anchors, 8).astype("float16")
+    got = decode_detections(y, anchors, 0.2)
+    want = decode_detections(y.astype("float32"), anchors, 0.2)
     assert got["boxes"].dtype == tf.float32
     for key in want:
-        np.testing.assert_array_equal(np.asarray(got[key]), want[key].numpy())
-    # Symbolic: usable in a functional model.
-    inputs = keras.Input((anchors.num_anchors, 8))
-    spec = layer(inputs)
-    assert spec["boxes"].shape == (None, 7, 4) and spec["classes"].dtype == "int32"
+        np.testing.assert_array_equal(got[key].numpy(), want[key].numpy())
 
 
 def test_errors():

@@ -102,3 +102,20 @@ def test_multiworker_fit_two_processes_match_one_device(tmp_path, reference):
         assert int(result["replicas"]) == 2
         assert result["multi_worker_overrides"]
         _check(result, reference)
+
+
+def test_prepare_for_multi_worker_leaves_single_worker_models_alone():
+    # The two-worker behaviour is tested in tests/test_distribute.py (it needs two processes).
+    import keras
+    import tensorflow as tf
+
+    from ssd_keras.distribute import prepare_for_multi_worker
+    from test_training import _dense_model
+
+    model, _ = _dense_model()
+    assert prepare_for_multi_worker(model) is model
+    assert prepare_for_multi_worker(model, tf.distribute.get_strategy()) is model
+    for name in ("train_step", "test_step", "_maybe_symbolic_build"):
+        assert name not in vars(model), name  # no per-instance override on one device
+    with pytest.raises(TypeError, match="prepare_for_multi_worker: model must be a keras.Model"):
+        prepare_for_multi_worker(keras.layers.Dense(2))

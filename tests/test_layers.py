@@ -1,4 +1,4 @@
-"""The head layers against the lesson's PyTorch head (ssd_keras.lesson_torch_model), shapes,
+"""The head layers against the lesson's PyTorch head (ssd_keras.reference.lesson_model), shapes,
 bias init, serialisation and error messages."""
 
 import keras
@@ -9,7 +9,7 @@ from ssd_keras.anchors import AnchorConfig
 from ssd_keras.layers import OutConv, SSDHead, SSDMultiHead, StdConv, flatten_conv, plan_head
 
 torch = pytest.importorskip("torch", reason="torch (requirements-test.txt) is the lesson reference")
-from ssd_keras import lesson_torch_model as L  # noqa: E402
+from ssd_keras.reference import lesson_model as L  # noqa: E402
 
 RNG = np.random.RandomState(0)
 

@@ -41,7 +41,7 @@ def ours(loss, y_true, y_pred, mode):
 
 def lesson(y_true, y_pred, focal=None, anchors_kwargs=(), per_image=False):
     """The lesson's loss / B, its gradient, and its summed parts / B."""
-    from ssd_keras import lesson_torch as lt
+    from ssd_keras.reference import lesson as lt
 
     anc = lt.make_anchors(*anchors_kwargs)
     loss_f = lt.FocalLoss(NUM_CLASSES, *focal) if focal else lt.BCE_Loss(NUM_CLASSES)

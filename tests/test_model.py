@@ -1,4 +1,4 @@
-"""build_ssd / build_detector: shapes, training with SSDLoss, `.keras` round trips, weights
+"""build_ssd: shapes, training with SSDLoss, `.keras` round trips, weights
 files, mixed precision, layer groups, errors. Tiny body at 64 px to stay fast."""
 
 import keras
@@ -7,10 +7,9 @@ import pytest
 
 from ssd_keras.anchors import AnchorConfig
 from ssd_keras.backbones import layer_groups
-from ssd_keras.decode import decode_detections
 from ssd_keras.layers import SSDHead, SSDMultiHead
 from ssd_keras.losses import SSDLoss
-from ssd_keras.model import build_detector, build_ssd
+from ssd_keras.model import build_ssd
 
 SIZE, C = 64, 3
 
@@ -89,21 +88,6 @@ def test_whole_model_weights_file(model, tmp_path):
     other = build_ssd(C, AnchorConfig(), backbone="tiny", image_size=SIZE, weights=path)
     x = _images(1, seed=2)
     np.testing.assert_array_equal(np.asarray(other(x)), np.asarray(model(x)))
-
-
-def test_detector_equals_predict_plus_decode(model, tmp_path):
-    anchors = AnchorConfig()
-    det = build_detector(model, anchors, score_threshold=0.01, max_detections=10)
-    x = _images(2, seed=3)
-    got = {k: np.asarray(v) for k, v in det(x, training=False).items()}
-    want = decode_detections(model(x, training=False), anchors, 0.01, max_detections=10)
-    for key in want:
-        np.testing.assert_allclose(got[key], want[key].numpy(), atol=1e-6)
-    assert got["num_detections"].min() > 0
-    path = str(tmp_path / "det.keras")
-    det.save(path)
-    again = keras.models.load_model(path)(x, training=False)
-    np.testing.assert_array_equal(np.asarray(again["classes"]), got["classes"])
 
 
 def test_mixed_precision_output_is_float32():

@@ -186,3 +186,14 @@ def serialize_augmentations(augmentations):
 
 def deserialize_augmentations(configs):
     return [AUGMENTATIONS[c["class_name"]].from_config(c["config"]) for c in configs]
+
+
+#: The augmentations the CLI offers by name (`--augment`).
+AUGMENT_CHOICES = ("none", "flip", "lesson")
+
+
+def augmentations_by_name(name):
+    """`"none"` → None, `"flip"` → horizontal flips, `"lesson"` → `lesson_augmentations()`."""
+    if name not in AUGMENT_CHOICES:
+        raise ValueError(f"augmentation must be one of {AUGMENT_CHOICES}, got {name!r}")
+    return {"none": None, "flip": [RandomFlip()], "lesson": lesson_augmentations()}[name]

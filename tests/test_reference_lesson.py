@@ -6,7 +6,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="the lesson's reference needs torch (requirements-test.txt)")
 import torch.nn.functional as F  # noqa: E402
 
-from ssd_keras import lesson_torch as lt  # noqa: E402
+from ssd_keras.reference import lesson as lt  # noqa: E402
 
 
 def test_focal_weight_is_differentiated():

@@ -5,7 +5,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch (requirements-test.txt) is needed for the lesson model")
 
-from ssd_keras import lesson_torch_model as L  # noqa: E402
+from ssd_keras.reference import lesson_model as L  # noqa: E402
 
 
 def test_body_state_dict_keys_are_torchvision_resnet34():

@@ -1,23 +1,21 @@
-"""Tests for ssd_keras.metrics: VOC AP against hand-computed cases and a transcription of
-the devkit's voc_eval.py, the mAP callback, anchor coverage."""
+"""ssd_keras.evaluation: VOC AP against hand-computed cases and a transcription of the devkit's
+voc_eval.py, COCO AP through pycocotools, and evaluate_model (the one inference path)."""
 
 import numpy as np
 import pytest
 
 from ssd_keras.anchors import AnchorConfig
-from ssd_keras.metrics import (
-    MeanAveragePrecisionCallback,
-    anchor_coverage,
-    detection_function,
+from ssd_keras.evaluation import (
     evaluate_detections,
     evaluate_model,
     ground_truths_from_y_true,
-    plot_anchor_coverage,
     voc_ap,
 )
+from ssd_keras.inference import detection_function
 
 BOX_A = [0.1, 0.1, 0.4, 0.4]
 BOX_B = [0.5, 0.5, 0.9, 0.8]
+
 
 
 # --- independent transcription of py-faster-rcnn's voc_eval.py (loops, as written there) ---
@@ -233,7 +231,7 @@ def test_pycocotools_ap50_agrees_when_interpolations_coincide():
     # COCO's AP is 101-point; on a perfect detector and on a case with no false positives it
     # equals VOC's, which is all we can compare.
     pytest.importorskip("pycocotools")
-    from ssd_keras.metrics import coco_map
+    from ssd_keras.evaluation import coco_map
 
     gts = [_gt([BOX_A, BOX_B], [0, 1]), _gt([BOX_B], [1])]
     dets = [_det([BOX_A, BOX_B], [0.9, 0.8], [0, 1]), _det([BOX_B], [0.7], [1])]
@@ -264,31 +262,6 @@ def test_padding_rows_are_dropped():
     assert evaluate_detections(dets, gts, 2)["map"] == pytest.approx(1.0)
 
 
-def test_map_callback_logs_val_map():
-    import keras
-    import tensorflow as tf
-
-    anchors = AnchorConfig.single_grid(2)
-    y_true = np.array([[BOX_A + [0], [0, 0, 0, 0, -1]], [BOX_B + [1], BOX_A + [0]]], np.float32)
-    ds = tf.data.Dataset.from_tensor_slices((np.zeros((2, 8, 8, 3), np.float32), y_true)).batch(2)
-
-    def oracle_decode(y_pred, anchors, score_threshold):
-        # a stand-in decoder that returns the ground truth (tests the plumbing, not decoding)
-        b = y_true[:, :, :4]
-        return {"boxes": b, "scores": np.ones((2, 2)), "classes": y_true[:, :, 4].astype(int),
-                "num_detections": np.array([2, 2])}
-
-    inputs = keras.Input((8, 8, 3))
-    outputs = keras.layers.Reshape((4, 7))(keras.layers.Dense(28)(keras.layers.Flatten()(inputs)))
-    model = keras.Model(inputs, outputs)
-    model.compile("sgd", "mse")
-    cb = MeanAveragePrecisionCallback(ds, anchors, 2, every=2, decode_fn=oracle_decode)
-    hist = model.fit(ds.map(lambda x, y: (x, tf.zeros((2, 4, 7)))), epochs=2, verbose=0, shuffle=False,
-                     callbacks=[cb])
-    assert hist.history["val_map"] == [pytest.approx(1.0)]  # only epoch 2 (every=2)
-    assert [e for e, _ in cb.history] == [1]
-
-
 def test_detection_function_and_evaluate_model_match_predict_plus_decode():
     import tensorflow as tf
 
@@ -314,35 +287,3 @@ def test_detection_function_and_evaluate_model_match_predict_plus_decode():
     again = evaluate_detections(result["detections"], result["ground_truths"], 2)
     assert again["map"] == pytest.approx(result["map"], nan_ok=True)
     np.testing.assert_allclose(again["ap"], result["ap"])
-
-
-def test_anchor_coverage_exact_and_uncoverable_boxes():
-    anchors = AnchorConfig.single_grid(4)  # 16 anchors, cells of 0.25
-    exact = anchors.corners[5]  # IoU 1 with anchor 5
-    tiny = [0.01, 0.01, 0.03, 0.03]  # best IoU 0.0004/0.0625 = 0.0064
-    wide = [0.0, 0.0, 0.25, 1.0]  # a 1x4 strip: best IoU 1/4 with any cell
-    cov = anchor_coverage([np.array([exact, tiny]), np.array([wide]), np.zeros((0, 4))], anchors)
-    assert cov["num_objects"] == 3 and cov["num_uncovered"] == 2
-    assert cov["fraction_uncovered"] == pytest.approx(2 / 3)
-    np.testing.assert_allclose(cov["best_iou"], [1.0, 0.0004 / 0.0625, 0.25], rtol=1e-5)
-    assert cov["best_anchor"][0] == 5
-    np.testing.assert_array_equal(cov["positives_per_object"], [1, 0, 0])
-    assert cov["by_size"]["small"] == pytest.approx(
-        {"num_objects": 1, "num_uncovered": 1, "fraction_uncovered": 1.0, "mean_best_iou": 0.0064})
-    assert cov["by_size"]["medium"]["num_objects"] == 1  # exact: sqrt(area) 0.25
-    assert cov["by_size"]["large"]["num_uncovered"] == 1  # wide: sqrt(0.25) = 0.5
-    assert cov["histogram"][0].sum() == 3
-    # a 2x2-cell box: uncovered by the 4x4 grid, exact for the lesson's 2x2 grid at zoom 1
-    quarter = np.array([[0.0, 0.0, 0.5, 0.5]])
-    assert anchor_coverage([quarter], anchors)["best_iou"][0] == pytest.approx(0.25)
-    assert anchor_coverage([quarter], AnchorConfig())["best_iou"][0] == pytest.approx(1.0)
-    fig = plot_anchor_coverage(cov, title="4x4")
-    assert len(fig.axes) == 2
-
-
-def test_anchor_coverage_accepts_y_true_and_rejects_bad_boxes():
-    anchors = AnchorConfig.single_grid(4)
-    y_true = np.array([[list(anchors.corners[0]) + [0], [0, 0, 0, 0, -1]]], np.float32)
-    assert anchor_coverage(y_true, anchors)["num_objects"] == 1
-    with pytest.raises(ValueError, match="image 0: invalid yxyx"):
-        anchor_coverage([np.array([[0.5, 0.5, 0.1, 0.9]])], anchors)

@@ -1,4 +1,4 @@
-"""Evaluation: Pascal VOC mean average precision, a Keras mAP callback, anchor coverage.
+"""Evaluation: Pascal VOC mean average precision (the devkit's), COCO AP, and running a model.
 
 All boxes here are relative yxyx `(ymin, xmin, ymax, xmax)` in [0, 1] (see DESIGN.md).
 
@@ -28,42 +28,23 @@ x2 / W` makes the two agree.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
+
+from ssd_keras.boxes import jaccard
+from ssd_keras.inference import detection_function
 
 __all__ = [
     "evaluate_detections",
     "evaluate_model",
-    "detection_function",
     "voc_ap",
     "detections_from_decoded",
     "ground_truths_from_y_true",
     "coco_map",
-    "MeanAveragePrecisionCallback",
-    "anchor_coverage",
-    "plot_anchor_coverage",
 ]
 
 # The devkit's 11 recall thresholds, computed the devkit's way: 0.30000000000000004 etc.
 # (a recall of exactly 0.3 does not reach the "0.3" threshold, in the devkit and here).
 _VOC07_THRESHOLDS = np.arange(0.0, 1.1, 0.1)
-
-
-def _iou_matrix(a, b):
-    """IoU `[N, M]` of numpy yxyx boxes `[N, 4]`, `[M, 4]` (no pixel +1; 0 for empty union)."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    ymin = np.maximum(a[:, None, 0], b[None, :, 0])
-    xmin = np.maximum(a[:, None, 1], b[None, :, 1])
-    ymax = np.minimum(a[:, None, 2], b[None, :, 2])
-    xmax = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.maximum(ymax - ymin, 0.0) * np.maximum(xmax - xmin, 0.0)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
 def voc_ap(recall, precision, use_07_metric=True):
@@ -199,7 +180,7 @@ def evaluate_detections(
             img_ids.append(np.full(n, i))
             scores.append(ds[dsel])
             if gsel.any():
-                iou = _iou_matrix(db[dsel], gb[gsel])
+                iou = jaccard(db[dsel], gb[gsel])
                 j = np.argmax(iou, axis=1)
                 ovmax.append(iou[np.arange(n), j])
                 jmax.append(j)
@@ -337,51 +318,30 @@ def coco_map(detections, ground_truths, num_classes, image_size=(1000, 1000)):
     return {"map": ev.stats[0], "map_50": ev.stats[1], "map_75": ev.stats[2], "stats": ev.stats}
 
 
-def _keras():
-    import keras
-
-    return keras
-
-
-def detection_function(model, anchors, decode_fn=None, **decode_kwargs):
-    """A compiled `images -> detections` function: `model` and the decoder in one graph (one
-    call per batch instead of many small eager ops).
-
-    `decode_fn` defaults to `ssd_keras.decode.decode_detections`; `decode_kwargs` go to it
-    (score_threshold, iou_threshold, max_detections). Boxes come back relative yxyx.
-    """
-    import tensorflow as tf
-
-    decode = decode_fn
-    if decode is None:
-        from ssd_keras.decode import decode_detections as decode
-
-    @tf.function(reduce_retracing=True)
-    def detect(images):
-        return decode(model(images, training=False), anchors, **decode_kwargs)
-
-    return detect
-
-
-def evaluate_model(model, dataset, anchors, num_classes, ground_truths=None, difficult=None,
-                   iou_threshold=0.5, use_07_metric=True, decode_fn=None, **decode_kwargs):
+def evaluate_model(model, dataset, anchors=None, num_classes=None, ground_truths=None,
+                   difficult=None, iou_threshold=0.5, use_07_metric=True, **decode_kwargs):
     """VOC mAP of `model` over a data set read once, in its order.
 
     Args:
+        model: an `SSDDetector` (its anchors, class count and decoder settings are used), or a
+            `build_ssd` model with `anchors` and `num_classes` given.
         dataset: `(images, y_true)` or `(images, y_true, difficult)` batches; y_true
             `[batch, max_boxes, 5]` (relative yxyx + class, padding class -1).
-        anchors: the model's `AnchorConfig`.
         ground_truths: optional per-image `(boxes, classes, difficult)` in data-set order (e.g.
             `DetectionData.ground_truths()`), used instead of the non-padding rows of y_true.
         difficult: optional per-image bool arrays (non-padding rows), when the data set does
             not carry the flag.
-        decode_fn: the decoder (default `ssd_keras.decode.decode_detections`); `decode_kwargs`
-            go to it (score_threshold, iou_threshold, max_detections).
+        decode_kwargs: override the decoder settings (score_threshold, iou_threshold,
+            max_detections); images go through `ssd_keras.inference.detect`, like `predict`.
     Returns:
         `evaluate_detections`' dict (`map`, `ap`, ...) plus the per-image `detections`
         `(boxes, scores, classes)` and `ground_truths` `(boxes, classes, difficult)` it scored.
     """
-    detect = detection_function(model, anchors, decode_fn, **decode_kwargs)
+    if num_classes is None:
+        num_classes = getattr(model, "num_classes", None)
+        if num_classes is None:
+            raise ValueError("evaluate_model: pass num_classes= for a model that is not an SSDDetector")
+    detect = detection_function(model, anchors, **decode_kwargs)
     detections, truths = [], []
     for batch in dataset:
         images, y_true = batch[0], batch[1]
@@ -400,192 +360,3 @@ def evaluate_model(model, dataset, anchors, num_classes, ground_truths=None, dif
     # Kept so that other thresholds or groupings can be scored without running the model again.
     result.update(detections=detections, ground_truths=truths)
     return result
-
-
-class MeanAveragePrecisionCallback(_keras().callbacks.Callback):
-    """Computes VOC mAP on a validation set every `every` epochs and logs it as `val_map`.
-
-    The value is written into the epoch's `logs`, so it shows in the progress bar, in
-    `History` and in TensorBoard/ModelCheckpoint placed after this callback in the list (they
-    can `monitor="val_map"`, `mode="max"`).
-
-    Args:
-        dataset: a `tf.data.Dataset` (or iterable) of `(images, y_true)` batches with y_true
-            `[batch, max_boxes, 5]` (relative yxyx + class, padding class -1), or of
-            `(images, y_true, difficult)` with difficult bool `[batch, max_boxes]`.
-        anchors: the model's `AnchorConfig`.
-        num_classes: number of object classes.
-        every: run every N epochs (and never on other epochs; the key is absent then).
-        decode_kwargs: passed to `decode_detections` (score_threshold, iou_threshold,
-            max_detections). The default keeps low-scoring boxes (0.05): mAP needs them.
-        difficult: optional list of per-image bool arrays (non-padding rows, dataset order),
-            used when the dataset does not carry a difficult flag.
-        iou_threshold, use_07_metric: as in `evaluate_detections`.
-        decode_fn: the decoder (default `ssd_keras.decode.decode_detections`).
-        name: the log key.
-    """
-
-    def __init__(
-        self,
-        dataset,
-        anchors,
-        num_classes,
-        every=1,
-        decode_kwargs=None,
-        difficult=None,
-        iou_threshold=0.5,
-        use_07_metric=True,
-        decode_fn=None,
-        name="val_map",
-        verbose=0,
-    ):
-        super().__init__()
-        if int(every) < 1:
-            raise ValueError(f"MeanAveragePrecisionCallback: every must be >= 1, got {every}")
-        self.dataset = dataset
-        self.anchors = anchors
-        self.num_classes = int(num_classes)
-        self.every = int(every)
-        self.decode_kwargs = {"score_threshold": 0.05, **(decode_kwargs or {})}
-        self.difficult = difficult
-        self.iou_threshold = iou_threshold
-        self.use_07_metric = use_07_metric
-        self.decode_fn = decode_fn
-        self.name = name
-        self.verbose = verbose
-        self.history = []  # (epoch, result dict)
-
-    def evaluate(self, model=None):
-        """Run the model over the data set and return `evaluate_detections`' dict."""
-        return evaluate_model(
-            model or self.model, self.dataset, self.anchors, self.num_classes,
-            difficult=self.difficult, iou_threshold=self.iou_threshold,
-            use_07_metric=self.use_07_metric, decode_fn=self.decode_fn, **self.decode_kwargs,
-        )
-
-    def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.every:
-            return
-        result = self.evaluate()
-        self.history.append((epoch, result))
-        if logs is not None:
-            logs[self.name] = result["map"]
-        if self.verbose:
-            print(f"Epoch {epoch + 1}: {self.name} = {result['map']:.4f}")
-
-
-def _boxes_list(boxes_per_image):
-    """Accept a list of [m, 4] (or [m, 5+] y_true rows), a y_true array, or a tf.data set
-    of (images, y_true) → one numpy [N, 4] array of all objects (padding dropped)."""
-    if hasattr(boxes_per_image, "as_numpy_iterator"):
-        rows = []
-        for batch in boxes_per_image.as_numpy_iterator():
-            y = batch[1] if isinstance(batch, tuple) else batch
-            rows += [r[r[:, 4] >= 0, :4] for r in np.asarray(y)]
-        boxes_per_image = rows
-    if isinstance(boxes_per_image, np.ndarray) and boxes_per_image.ndim == 3:
-        boxes_per_image = list(boxes_per_image)
-    out = []
-    for i, b in enumerate(boxes_per_image):
-        b = np.asarray(b, np.float64)
-        if b.size == 0:
-            continue
-        if b.ndim != 2 or b.shape[1] < 4:
-            raise ValueError(f"anchor_coverage: image {i}: expected boxes [m, 4], got {b.shape}")
-        if b.shape[1] >= 5:
-            b = b[b[:, 4] >= 0]
-        b = b[:, :4]
-        bad = (b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1]) | ~np.isfinite(b).all(1)
-        if bad.any():
-            raise ValueError(
-                f"anchor_coverage: image {i}: invalid yxyx boxes in rows "
-                f"{np.where(bad)[0].tolist()}, e.g. {b[bad][0].tolist()}"
-            )
-        out.append(b)
-    return np.concatenate(out) if out else np.zeros((0, 4))
-
-
-def anchor_coverage(boxes_per_image, anchors, threshold=0.5, size_edges=(0.1, 0.3), bins=20):
-    """How well an `AnchorConfig` covers a data set's objects.
-
-    For each object the best IoU with any anchor: an object whose best IoU is not above
-    `threshold` gets no anchor by IoU and is matched only by `map_to_ground_truth`'s forced
-    rule (overlap 1.99 on its best anchor), so it trains one anchor whose box is a poor fit.
-    That is the lesson's argument for more zooms and ratios. Pass `threshold=0.4` to mirror
-    `SSDLoss(pos_threshold=0.4)` (the lesson's `gt_overlap > 0.4`).
-
-    Args:
-        boxes_per_image: list of `[m, 4]` relative yxyx arrays (or y_true rows `[m, 5]`, padding
-            class -1 dropped), a y_true array `[B, max_boxes, 5]`, or a tf.data set of
-            `(images, y_true)`.
-        anchors: an `AnchorConfig`.
-        threshold: IoU an object's best anchor must exceed.
-        size_edges: `sqrt(area)` edges (relative) of the small / medium / large buckets.
-        bins: number of histogram bins on [0, 1].
-
-    Returns:
-        dict: `num_objects`, `num_uncovered`, `fraction_uncovered`, `best_iou [N]`,
-        `best_anchor [N]`, `positives_per_object [N]` (anchors above threshold),
-        `histogram` (counts, bin_edges), `by_size` {small, medium, large: {num_objects,
-        num_uncovered, fraction_uncovered, mean_best_iou}}, `threshold`, `size_edges`.
-    """
-    boxes = _boxes_list(boxes_per_image)
-    iou = _iou_matrix(boxes, anchors.corners)
-    n = len(boxes)
-    best = iou.max(axis=1) if n else np.zeros(0)
-    uncovered = ~(best > threshold)
-    size = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
-    lo, hi = size_edges
-    buckets = {"small": size < lo, "medium": (size >= lo) & (size < hi), "large": size >= hi}
-    by_size = {}
-    for name, sel in buckets.items():
-        m = int(sel.sum())
-        by_size[name] = {
-            "num_objects": m,
-            "num_uncovered": int((uncovered & sel).sum()),
-            "fraction_uncovered": float((uncovered & sel).sum() / m) if m else float("nan"),
-            "mean_best_iou": float(best[sel].mean()) if m else float("nan"),
-        }
-    counts, edges = np.histogram(best, bins=bins, range=(0.0, 1.0))
-    return {
-        "num_objects": n,
-        "num_uncovered": int(uncovered.sum()),
-        "fraction_uncovered": float(uncovered.mean()) if n else float("nan"),
-        "best_iou": best,
-        "best_anchor": iou.argmax(axis=1) if n else np.zeros(0, np.int64),
-        "positives_per_object": (iou > threshold).sum(axis=1),
-        "histogram": (counts, edges),
-        "by_size": by_size,
-        "threshold": threshold,
-        "size_edges": tuple(size_edges),
-    }
-
-
-def plot_anchor_coverage(coverage, title=None):
-    """A matplotlib `Figure` for `anchor_coverage`'s result: the best-IoU histogram with the
-    threshold, and the uncovered fraction per size bucket."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 3.8))
-    ax1, ax2 = fig.subplots(1, 2)
-    counts, edges = coverage["histogram"]
-    ax1.bar(edges[:-1], counts, width=np.diff(edges), align="edge", edgecolor="k", alpha=0.7)
-    ax1.axvline(coverage["threshold"], color="r", ls="--", label=f"threshold {coverage['threshold']}")
-    ax1.set(xlabel="best anchor IoU per object", ylabel="objects",
-            title=f"{coverage['num_uncovered']}/{coverage['num_objects']} objects below threshold")
-    ax1.legend()
-    names = list(coverage["by_size"])
-    frac = [coverage["by_size"][k]["fraction_uncovered"] for k in names]
-    lo, hi = coverage["size_edges"]
-    labels = [f"small\n<{lo}", f"medium\n{lo}-{hi}", f"large\n>={hi}"]
-    bars = ax2.bar(labels, np.nan_to_num(frac), color=["tab:red", "tab:orange", "tab:green"])
-    for bar, k in zip(bars, names):
-        d = coverage["by_size"][k]
-        ax2.annotate(f"{d['num_uncovered']}/{d['num_objects']}",
-                     (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                     ha="center", va="bottom")
-    ax2.set(ylim=(0, 1.05), ylabel="fraction uncovered", title="by size (sqrt(area))")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig

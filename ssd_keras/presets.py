@@ -1,0 +1,99 @@
+"""Named configurations of `SSDDetector`, each complete on its own (no preset inherits another).
+
+A preset is a configuration, not weights: the architecture and the detector's loss and decoder
+settings (`"detector"`, the keyword arguments of `SSDDetector`), plus the recipe that trains it
+(`"recipe"`: what `python -m ssd_keras demo` / `train` use as defaults). No trained weights are
+published; `SSDDetector.from_preset(name, weights=...)` takes body weights as `build_ssd` does.
+
+Why the demo's settings are what they are (runs and numbers): `bench/README.md`, "The demo's
+defaults".
+"""
+
+from __future__ import annotations
+
+import copy
+
+from ssd_keras.data.records import VOC_CLASSES
+from ssd_keras.data.shapes import SHAPE_CLASSES
+
+LESSON_ANCHORS = {
+    "grids": [4, 2, 1],
+    "zooms": [0.7, 1.0, 1.3],
+    "ratios": [[1.0, 1.0], [1.0, 0.5], [0.5, 1.0]],
+}
+
+PRESETS = {
+    # The lesson's final model: ResNet34 body at 224 px, SSD_MultiHead (k = 9, 189 anchors,
+    # dropout 0.4, bias -4), focal loss (0.25, 1), matched above IoU 0.4. Its recipe is the
+    # lesson's: `learn.fit(lr, 1, cycle_len=5, use_clr=(20, 10))` with the body frozen, then
+    # `freeze_to(-2)` and `fit(lrs / 4, 1, cycle_len=10, use_clr=(20, 10))` with
+    # `lrs = [lr/100, lr/10, lr]`; lr = 3e-3 as in the lesson's notebook, batch 64 there.
+    "lesson_resnet34_224": {
+        "description": "fastai lesson 9's final SSD: ResNet34 body, 224 px, 4x4/2x2/1x1 grids, "
+                       "k=9 (189 anchors), focal loss; Pascal VOC classes",
+        "detector": {
+            "class_names": list(VOC_CLASSES),
+            "anchors": LESSON_ANCHORS,
+            "backbone": "resnet34",
+            "image_size": 224,
+            "head": "multi",
+            "head_filters": 256,
+            "dropout": 0.4,
+            "bias": -4.0,
+            "pos_threshold": 0.4,
+            "focal": [0.25, 1.0],
+            "loc_weight": 1.0,
+        },
+        "recipe": {
+            "data": "voc:data/voc2007_sample/VOC2007",
+            "weights": "imagenet",
+            "batch_size": 64,
+            "lr": 3e-3,
+            "stage1_epochs": 5,
+            "stage1_clr": [20.0, 10.0],
+            "stage2_epochs": 10,
+            "stage2_clr": [20.0, 10.0],
+            "stage2_divisor": 4.0,  # lrs / 4 with focal loss (lrs / 2 with BCE, cycle_len 4, clr (20, 8))
+            "group_multipliers": [0.01, 0.1, 1.0],
+            "augment": "lesson",
+        },
+    },
+    # `python -m ssd_keras demo`: the lesson's multi-grid head on the small "tiny" body at 64 px,
+    # trained from scratch on generated shapes on two CPU cores.
+    "demo_tiny64": {
+        "description": "the CPU demo: tiny body, 64 px, the lesson's 4x4/2x2/1x1 k=9 head (128 wide, "
+                       "no dropout), focal loss, match IoU 0.5; the six shapes classes",
+        "detector": {
+            "class_names": list(SHAPE_CLASSES),
+            "anchors": LESSON_ANCHORS,
+            "backbone": "tiny",
+            "image_size": 64,
+            "head": "multi",
+            "head_filters": 128,
+            "dropout": 0.0,
+            "bias": -4.0,
+            "pos_threshold": 0.5,
+            "focal": [0.25, 1.0],
+            "loc_weight": 1.0,
+        },
+        "recipe": {
+            "data": "shapes",
+            "weights": None,
+            "batch_size": 16,
+            "lr": 3e-3,
+            "epochs": 4,
+            "clr": [20.0, 10.0],
+            "augment": "flip",
+            "train_images": 24000,
+            "val_images": 300,
+            "shapes": {"seed": 0, "min_size": 0.2, "max_size": 0.6, "max_objects": 4},
+        },
+    },
+}
+
+
+def get_preset(name):
+    """A deep copy of preset `name` (`{"description", "detector", "recipe"}`)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return copy.deepcopy(PRESETS[name])
