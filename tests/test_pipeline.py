@@ -237,3 +237,24 @@ def test_streamed_shapes_any_count_and_bad_arguments(caplog):
         ShapesData(count=2).dataset(16, 0)
     with pytest.raises(ValueError, match="resize must be"):
         ShapesData(count=2).dataset(16, 2, resize="crop")
+
+
+def test_streamed_shapes_keep_makes_each_image_once(monkeypatch):
+    from ssd_keras.data import shapes as shapes_module
+
+    lazy = ShapesData(count=10, image_size=16, seed=4, keep=True)
+    ds = lazy.dataset(16, 4, shuffle=True, seed=1)
+    first = _all(ds)
+    assert len(lazy.records._kept) == 10  # every image made once and kept
+
+    def fail(*args, **kwargs):
+        raise AssertionError("generated again")
+
+    monkeypatch.setattr(shapes_module, "_example", fail)
+    second = _all(ds)  # served from memory, reshuffled
+    assert sorted(map(bytes, second[0])) == sorted(map(bytes, first[0]))
+    lazy.ground_truths()  # the kept images' boxes, nothing made
+    monkeypatch.undo()
+    reference = ShapesData(count=10, image_size=16, seed=4).dataset(16, 4, shuffle=True, seed=1)
+    for u, v in zip(first, _all(reference)):  # keeping changes nothing in the batches
+        np.testing.assert_array_equal(u, v)

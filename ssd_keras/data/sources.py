@@ -117,6 +117,8 @@ def load_source(spec, split=None, **kwargs) -> DetectionData:
                              "coco:/path/to/annotations.json, csv:/path/to/file.csv or tfds:voc/2007")
     if kind == "shapes":
         if arg:
+            if not arg.isdigit():
+                raise ValueError(f"{spec!r}: shapes:N takes a number of images, e.g. shapes:24000")
             kwargs.setdefault("count", int(arg))
         return ShapesData(split=split or "train", **kwargs)
     if kind == "voc":
