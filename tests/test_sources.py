@@ -5,8 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from ssd_keras.data import SAMPLE_VOC, DetectionData, SourceUnavailable, load_source, read_tfds
-from ssd_keras.data import make_shapes, sources
+from ssd_keras.data import SAMPLE_VOC, DetectionData, SourceUnavailable, load_source, make_shapes, read_tfds, sources
 from ssd_keras.data.shapes import ShapesData
 
 SAMPLE_JSON = os.path.join(os.path.dirname(SAMPLE_VOC), "pascal_train2007.json")

@@ -114,11 +114,8 @@ def make_dataset(records, image_size, batch_size, max_boxes=None, augment=None, 
     if max_boxes is not None and max_boxes < 1:
         raise ValueError(f"make_dataset: max_boxes must be >= 1, got {max_boxes}")
     image_size, batch_size = int(image_size), int(batch_size)
-    if _is_generated(records):
-        items, fetch, max_boxes = _generated_items(records, max_boxes)
-        gather = None
-    else:
-        items, gather, fetch, max_boxes = _record_items(records, max_boxes)
+    make_items = _generated_items if _is_generated(records) else _record_items
+    items, gather, fetch, max_boxes = make_items(records, max_boxes)
     element = _element_fn(image_size, resize, list(augment or []), min_box_size, max_boxes)
 
     ds = items
@@ -155,9 +152,9 @@ def _element_fn(image_size, resize, augment, min_box_size, max_boxes):
 
 
 def _generated_items(source, max_boxes):
-    """Indices `0..n-1` and a `fetch(i)` that runs the source's numpy generator inside the
-    pipeline (`tf.numpy_function`: parallel calls share the GIL, but numpy releases it in its
-    array loops); only the images in flight exist."""
+    """Indices `0..n-1`, no `gather` step, and a `fetch(i)` that runs the source's numpy
+    generator inside the pipeline (`tf.numpy_function`: parallel calls share the GIL, but numpy
+    releases it in its array loops); only the images in flight exist."""
     bound = int(source.max_objects)
     if max_boxes is None:
         max_boxes = max(1, bound)
@@ -180,7 +177,7 @@ def _generated_items(source, max_boxes):
         c.set_shape([None])
         return tf.cast(image, tf.float32), b[:max_boxes], c[:max_boxes]
 
-    return tf.data.Dataset.range(len(source)), fetch, max_boxes
+    return tf.data.Dataset.range(len(source)), None, fetch, max_boxes
 
 
 def _record_items(records, max_boxes):
@@ -189,7 +186,7 @@ def _record_items(records, max_boxes):
 
     In-memory arrays of one size (`make_shapes`) are read by index from the records' own
     arrays (no stacked copy of all the pixels), in chunks of 32 indices per Python call
-    (one call per image made the pipeline ~30% slower); anything else is decoded from bytes
+    (one call per image cost ~35% more CPU per image); anything else is decoded from bytes
     or files."""
     _check_records(records)
     counts = np.array([r.num_objects for r in records])
