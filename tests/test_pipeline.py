@@ -1,4 +1,5 @@
-"""tf.data pipeline: shapes, padding, max_boxes, letterbox, determinism, bad records."""
+"""tf.data pipeline: shapes, padding, max_boxes, letterbox, determinism, bad records; in-memory
+arrays read in place; `shapes` generated inside the pipeline (same batches as in memory)."""
 
 import logging
 
@@ -16,6 +17,7 @@ from ssd_keras.data import (
     pad_targets,
     read_voc,
 )
+from ssd_keras.data.shapes import ShapesData
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +143,118 @@ def test_mixed_sources_and_bytes(voc, shapes):
     x, y = _all(make_dataset(recs, 32, 3))
     np.testing.assert_array_equal(x[0], x[1])  # file and in-memory bytes decode the same
     assert x.shape == (3, 32, 32, 3)
+
+
+def test_in_memory_images_are_read_in_place():
+    # The pipeline reads the records' own arrays (no stacked copy): a change made after
+    # building the dataset shows up in its output.
+    recs = make_shapes(count=3, image_size=16, seed=0).records
+    ds = make_dataset(recs, 16, 3)
+    recs[1].image[:] = 7
+    x, _ = _all(ds)
+    assert (x[1] == 7).all()
+    np.testing.assert_array_equal(x[0], recs[0].image.astype(np.float32))
+    # Non-uint8 arrays are converted as before (truncated to uint8).
+    rec = Record("f", None, np.zeros((0, 4)), [], [], 8, 8, image=np.full((8, 8, 3), 3.7))
+    x, _ = next(iter(make_dataset([rec], 8, 1, max_boxes=1)))
+    assert (x.numpy() == 3).all()
+    bad = Record("g", None, np.zeros((0, 4)), [], [], 8, 8, image=np.zeros((8, 8)))
+    with pytest.raises(ValueError, match=r"uint8 \[H, W, 3\]"):
+        make_dataset([bad], 8, 1)
+
+
+def _index_of(images, reference):
+    """Index in `reference` (uint8 images) of each float image in `images`."""
+    where = {r.tobytes(): i for i, r in enumerate(reference)}
+    return [where[x.astype(np.uint8).tobytes()] for x in images]
+
+
+@pytest.mark.parametrize("kw", [dict(image_size=48, seed=3),
+                                dict(image_size=40, split="val", seed=1, min_objects=0, max_objects=10)])
+def test_streamed_shapes_pixel_identical(kw):
+    """Images generated inside tf.data equal `make_shapes`' pixels, boxes and classes."""
+    size, bound = kw["image_size"], kw.get("max_objects", 8)
+    eager = make_shapes(count=7, **kw)
+    x, y = _all(ShapesData(count=7, **kw).dataset(size, 3))
+    assert x.shape == (7, size, size, 3) and y.shape == (7, bound, 5)  # default max_boxes: the bound
+    for r, xi, yi in zip(eager.records, x, y):
+        np.testing.assert_array_equal(xi, r.image.astype(np.float32))
+        n = r.num_objects
+        np.testing.assert_array_equal(yi[:n, :4], r.boxes)
+        np.testing.assert_array_equal(yi[:n, 4], r.classes)
+        assert np.all(yi[n:, 4] == -1) and np.all(yi[n:, :4] == 0)
+
+
+def test_streamed_shapes_same_batches_as_in_memory():
+    """Same seed, same batches as the in-memory path: order, resizing, letterbox, augmentation,
+    over two epochs (each reshuffled and re-augmented)."""
+    lazy, eager = ShapesData(count=22, image_size=48, seed=3), make_shapes(count=22, image_size=48, seed=3)
+    m = max(r.num_objects for r in eager.records)
+    cases = [dict(image_size=48), dict(image_size=32, resize="letterbox"),
+             dict(image_size=40, shuffle=True, seed=5, augment=lesson_augmentations(20))]
+    for kw in cases:
+        a = make_dataset(lazy, batch_size=5, max_boxes=m, **kw)
+        b = make_dataset(eager, batch_size=5, max_boxes=m, **kw)
+        for _epoch in range(2):
+            for u, v in zip(_all(a), _all(b)):
+                np.testing.assert_array_equal(u, v)
+    # The CLI passes `data.records`: the lazy records stream the same way.
+    np.testing.assert_array_equal(_all(make_dataset(lazy.records[2:9], 48, 4, max_boxes=m))[1],
+                                  _all(make_dataset(eager.records[2:9], 48, 4, max_boxes=m))[1])
+
+
+def test_streamed_shapes_order_shuffle_and_counts():
+    kw = dict(image_size=16, seed=0)
+    reference = [r.image for r in make_shapes(count=20, **kw).records]
+    lazy = ShapesData(count=20, **kw)
+    x, _ = _all(lazy.dataset(16, 6))
+    assert _index_of(x, reference) == list(range(20))  # no shuffle: file order
+    ds = lazy.dataset(16, 6, shuffle=True, seed=11)
+    first, second = (_index_of(_all(ds)[0], reference) for _ in range(2))
+    assert sorted(first) == sorted(second) == list(range(20))  # each epoch: every image once
+    assert first != list(range(20)) and first != second  # shuffled, and reshuffled each epoch
+    again = lazy.dataset(16, 6, shuffle=True, seed=11)
+    assert [_index_of(_all(again)[0], reference) for _ in range(2)] == [first, second]  # seeded
+    assert int(ds.cardinality()) == 4
+    assert len(list(lazy.dataset(16, 6, drop_remainder=True))) == 3
+    batches = list(lazy.dataset(16, 6, repeat=True, shuffle=True, seed=0).take(7))
+    assert [int(b[0].shape[0]) for b in batches] == [6] * 7
+
+
+def test_streamed_shapes_any_count_and_bad_arguments(caplog):
+    # No work per image up front: the first batch of a billion-image source comes at once.
+    x, y = next(iter(ShapesData(count=10**9, image_size=16, seed=2).dataset(16, 2)))
+    assert x.shape == (2, 16, 16, 3) and y.shape == (2, 8, 5)
+    with caplog.at_level(logging.WARNING, logger="ssd_keras.data"):
+        _, y = next(iter(ShapesData(count=4, image_size=16, max_objects=5).dataset(16, 4, max_boxes=2)))
+    assert "max_boxes=2 may drop objects: the generated images have up to 5" in caplog.text
+    assert y.shape == (4, 2, 5)
+    with pytest.raises(ValueError, match="no records"):
+        ShapesData(count=0).dataset(16, 2)
+    with pytest.raises(ValueError, match="max_boxes must be >= 1"):
+        ShapesData(count=2).dataset(16, 2, max_boxes=0)
+    with pytest.raises(ValueError, match="batch_size must be positive"):
+        ShapesData(count=2).dataset(16, 0)
+    with pytest.raises(ValueError, match="resize must be"):
+        ShapesData(count=2).dataset(16, 2, resize="crop")
+
+
+def test_streamed_shapes_keep_makes_each_image_once(monkeypatch):
+    from ssd_keras.data import shapes as shapes_module
+
+    lazy = ShapesData(count=10, image_size=16, seed=4, keep=True)
+    ds = lazy.dataset(16, 4, shuffle=True, seed=1)
+    first = _all(ds)
+    assert len(lazy.records._kept) == 10  # every image made once and kept
+
+    def fail(*args, **kwargs):
+        raise AssertionError("generated again")
+
+    monkeypatch.setattr(shapes_module, "_example", fail)
+    second = _all(ds)  # served from memory, reshuffled
+    assert sorted(map(bytes, second[0])) == sorted(map(bytes, first[0]))
+    lazy.ground_truths()  # the kept images' boxes, nothing made
+    monkeypatch.undo()
+    reference = ShapesData(count=10, image_size=16, seed=4).dataset(16, 4, shuffle=True, seed=1)
+    for u, v in zip(first, _all(reference)):  # keeping changes nothing in the batches
+        np.testing.assert_array_equal(u, v)

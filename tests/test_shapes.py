@@ -1,9 +1,11 @@
-"""The embedded `shapes` data set: deterministic, varied, tight boxes."""
+"""The embedded `shapes` data set: deterministic, varied, tight boxes; made in memory
+(`make_shapes`) or on demand (`ShapesData`, `load_source("shapes")`) with the same records."""
 
 import numpy as np
 import pytest
 
-from ssd_keras.data import SHAPE_CLASSES, load_source, make_shapes
+from ssd_keras.data import SHAPE_CLASSES, DetectionData, load_source, make_shapes
+from ssd_keras.data.shapes import ShapesData, ShapesRecords, shapes_example
 
 
 def test_deterministic_and_index_stable():
@@ -56,11 +58,89 @@ def test_boxes_are_tight_around_objects():
 def test_load_source_shapes_and_bad_arguments():
     d = load_source("shapes", count=4, image_size=32, split="test")
     assert len(d) == 4 and d.records[0].image.shape == (32, 32, 3) and d.name == "shapes:test"
+    assert isinstance(d, ShapesData) and isinstance(d, DetectionData)
     assert len(load_source("shapes:5", image_size=32)) == 5
-    with pytest.raises(ValueError, match="min_size"):
-        make_shapes(count=1, min_size=0.8, max_size=0.2)
-    with pytest.raises(ValueError, match="split must be one of"):
-        make_shapes(count=1, split="holdout")
+    for make in (make_shapes, ShapesData):
+        with pytest.raises(ValueError, match="min_size"):
+            make(count=1, min_size=0.8, max_size=0.2)
+        with pytest.raises(ValueError, match="split must be one of"):
+            make(count=1, split="holdout")
+        with pytest.raises(ValueError, match="count must be an int >= 0"):
+            make(count=-1)
+        with pytest.raises(ValueError, match="count must be an int >= 0"):
+            make(count=2.5)
+        with pytest.raises(ValueError, match="image_size must be an int >= 8"):
+            make(count=1, image_size=4)
+        with pytest.raises(ValueError, match="seed must be an int >= 0"):
+            make(count=1, seed=-1)
+        with pytest.raises(ValueError, match="min_objects <= max_objects"):
+            make(count=1, min_objects=3, max_objects=2)
+    with pytest.raises(ValueError, match="index must be an int >= 0"):
+        shapes_example(-1)
+
+
+# Settings that exercise every argument: sizes, splits (named and int streams), seeds, object
+# counts (including images with no object) and object sizes.
+SETTINGS = [
+    dict(image_size=64, seed=0, min_size=0.2, max_size=0.6, max_objects=4),  # the demo's
+    dict(image_size=97, split="val", seed=5),
+    dict(image_size=40, split=7, seed=2, min_objects=0, max_objects=12, min_size=0.3, max_size=0.9),
+]
+
+
+@pytest.mark.parametrize("kw", SETTINGS)
+def test_on_demand_records_equal_make_shapes(kw):
+    eager = make_shapes(count=9, **kw)
+    lazy = ShapesData(count=9, **kw)
+    assert len(lazy) == 9 and lazy.name == eager.name and lazy.class_names == eager.class_names
+    for i, (a, b) in enumerate(zip(lazy.records, eager.records)):
+        assert a.image_id == b.image_id and (a.width, a.height) == (b.width, b.height)
+        np.testing.assert_array_equal(a.image, b.image)
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+        np.testing.assert_array_equal(a.classes, b.classes)
+        image, boxes, classes = shapes_example(i, **kw)
+        np.testing.assert_array_equal(image, b.image)
+        np.testing.assert_array_equal(boxes, b.boxes)
+        np.testing.assert_array_equal(classes, b.classes)
+    # Ground truths are made without the pixel noise: the boxes must not depend on it.
+    for (ba, ca, da), (bb, cb, db) in zip(lazy.ground_truths(), eager.ground_truths()):
+        np.testing.assert_array_equal(ba, bb)
+        np.testing.assert_array_equal(ca, cb)
+        np.testing.assert_array_equal(da, db)
+    assert lazy.summary() == eager.summary() and lazy.num_objects == eager.num_objects
+    assert lazy.multi_labels() == eager.multi_labels()
+
+
+def test_on_demand_records_index_slice_split():
+    kw = dict(image_size=32, seed=4)
+    eager, lazy = make_shapes(count=10, **kw), ShapesData(count=10, **kw)
+    recs = lazy.records
+    assert recs[-1].image_id == eager.records[-1].image_id == "shapes_train_00009"
+    part = recs[3:7]
+    assert isinstance(part, ShapesRecords) and len(part) == 4
+    assert [r.image_id for r in part] == [r.image_id for r in eager.records[3:7]]
+    picked = recs[np.array([8, 1])]
+    assert [r.image_id for r in picked] == ["shapes_train_00008", "shapes_train_00001"]
+    with pytest.raises(IndexError):
+        recs[10]
+    assert len(list(recs)) == 10  # iteration stops at the end (and materialises the images)
+    # split: the same images on each side as DetectionData.split, both sides still lazy.
+    (la, lb), (ea, eb) = lazy.split(0.7, seed=3), eager.split(0.7, seed=3)
+    assert isinstance(la.records, ShapesRecords) and isinstance(lb.records, ShapesRecords)
+    assert [r.image_id for r in la.records] == [r.image_id for r in ea.records]
+    assert [r.image_id for r in lb.records] == [r.image_id for r in eb.records]
+    assert la.summary() == ea.summary()
+    # A materialised list turns it into ordinary in-memory data.
+    lazy.records = list(lazy.records[:2])
+    assert len(lazy) == 2 and lazy.summary() == make_shapes(count=2, **kw).summary()
+
+
+def test_on_demand_costs_nothing_up_front():
+    # A billion images: nothing is made or stored until read (indices stay a `range`).
+    data = ShapesData(count=10**9, image_size=32, seed=1)
+    assert len(data) == 10**9 and isinstance(data.records.indices, range)
+    last = data.records[10**9 - 1]
+    np.testing.assert_array_equal(last.image, shapes_example(10**9 - 1, image_size=32, seed=1)[0])
 
 
 def _crop_features(data, size=12):

@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from ssd_keras.data import SAMPLE_VOC, DetectionData, SourceUnavailable, load_source, read_tfds
-from ssd_keras.data import sources
+from ssd_keras.data import SAMPLE_VOC, DetectionData, SourceUnavailable, load_source, make_shapes, read_tfds, sources
+from ssd_keras.data.shapes import ShapesData
 
 SAMPLE_JSON = os.path.join(os.path.dirname(SAMPLE_VOC), "pascal_train2007.json")
 FIX = os.path.join(os.path.dirname(__file__), "fixtures")
@@ -79,3 +79,15 @@ def test_tfds_prepared_maps_to_same_records(monkeypatch):
     assert rec.image_id == "000012" and (rec.width, rec.height) == (500, 333) and isinstance(rec.image, bytes)
     np.testing.assert_allclose(rec.boxes, voc.boxes, atol=1e-6)
     assert rec.classes.tolist() == [6] and rec.truncated.tolist() == [True]
+
+
+def test_shapes_source_is_generated_on_demand():
+    data = load_source("shapes:6", split="val", image_size=32, seed=2, max_objects=3)
+    assert isinstance(data, ShapesData) and isinstance(data, DetectionData)
+    assert len(data) == 6 and data.name == "shapes:val"
+    eager = make_shapes(6, image_size=32, split="val", seed=2, max_objects=3)
+    np.testing.assert_array_equal(data.records[5].image, eager.records[5].image)
+    assert data.summary() == eager.summary()
+    assert len(load_source("shapes", image_size=32)) == 1000  # make_shapes' default count
+    with pytest.raises(ValueError, match="shapes:N takes a number of images"):
+        load_source("shapes:many")

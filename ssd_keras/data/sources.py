@@ -1,6 +1,7 @@
 """Data sources by name, the same everywhere (CLI, notebooks, tests):
 
-    shapes                          the embedded synthetic default (`make_shapes`)
+    shapes, shapes:N                the embedded synthetic default (`ShapesData`: the records of
+                                    `make_shapes`, generated on demand, O(batch) memory)
     voc:/path/to/VOCdevkit/VOC2007  a VOC devkit folder (`read_voc`)
     coco:/path/to/pascal_train2007.json   the course's COCO-style json (`read_coco_json`)
     csv:/path/to/file.csv           the lecture's CSV (`read_csv`)
@@ -19,7 +20,7 @@ import numpy as np
 
 from ssd_keras.data.formats import read_coco_json, read_csv
 from ssd_keras.data.records import VOC_CLASSES, DetectionData, Record
-from ssd_keras.data.shapes import make_shapes
+from ssd_keras.data.shapes import ShapesData
 from ssd_keras.data.voc import read_voc
 
 #: The real-photo sample shipped with the repository (VOC2007 train subset).
@@ -89,6 +90,9 @@ def read_tfds(name="voc/2007", split="train", data_dir=None, download=False, kee
 def load_source(spec, split=None, **kwargs) -> DetectionData:
     """Load a data source by name (see the module doc) -> `DetectionData`.
 
+    `shapes` gives a `ShapesData` (a `DetectionData` whose images are made when read and, in
+    `make_dataset`, inside the `tf.data` pipeline); the other sources read their annotations now.
+
     Args:
         spec: `"shapes"`, `"voc:PATH"`, `"coco:PATH.json"`, `"csv:PATH"`, `"tfds:voc/2007"`,
             or a bare path.
@@ -113,8 +117,10 @@ def load_source(spec, split=None, **kwargs) -> DetectionData:
                              "coco:/path/to/annotations.json, csv:/path/to/file.csv or tfds:voc/2007")
     if kind == "shapes":
         if arg:
+            if not arg.isdigit():
+                raise ValueError(f"{spec!r}: shapes:N takes a number of images, e.g. shapes:24000")
             kwargs.setdefault("count", int(arg))
-        return make_shapes(split=split or "train", **kwargs)
+        return ShapesData(split=split or "train", **kwargs)
     if kind == "voc":
         return read_voc(arg, split="trainval" if split is None else split, **kwargs)
     if kind == "tfds":
