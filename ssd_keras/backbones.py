@@ -174,13 +174,13 @@ def copy_torch_state(named_layers, state_dict, where, ignore=lambda key: False):
     for key, (layer, i) in expected.items():
         value = _to_numpy(state_dict[key])
         want = tuple(layer.weights[i].shape)
-        torch_want = (want[3], want[2], want[0], want[1]) if value.ndim == 4 and len(want) == 4 else want
+        torch_want = (want[3], want[2], want[0], want[1]) if len(want) == 4 else want  # HWIO -> OIHW
         if value.shape != torch_want:
             raise ValueError(
                 f"{where}: {key!r} has shape {value.shape}, the Keras layer {layer.name!r} "
                 f"needs {torch_want} (PyTorch layout)"
             )
-        values.setdefault(id(layer), (layer, {}))[1][i] = value.transpose(2, 3, 1, 0) if value.ndim == 4 else value
+        values.setdefault(id(layer), (layer, {}))[1][i] = value.transpose(2, 3, 1, 0) if len(want) == 4 else value
     for layer, by_index in values.values():
         layer.set_weights([by_index[i] for i in range(len(layer.weights))])
 

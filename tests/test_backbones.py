@@ -193,6 +193,7 @@ def test_state_dict_errors_name_the_key_and_leave_the_body_untouched(resnet34, t
     fails(dict(sd, **{"layer1.0.conv1.weight": np.zeros((64, 64, 1, 1), "float32")}),
           r"'layer1\.0\.conv1\.weight' has shape \(64, 64, 1, 1\).*layer1_0_conv1.*\(64, 64, 3, 3\)")
     fails(dict(sd, **{"layer3.1.bn2.bias": np.zeros(7, "float32")}), r"'layer3\.1\.bn2\.bias' has shape \(7,\)")
+    fails(dict(sd, **{"conv1.weight": np.zeros(64, "float32")}), r"'conv1\.weight' has shape \(64,\).*\(64, 3, 7, 7\)")
     for w, b in zip(resnet34.weights, before):  # checked before anything is assigned
         np.testing.assert_array_equal(w.numpy(), b, err_msg=w.path)
 
