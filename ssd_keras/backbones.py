@@ -16,6 +16,10 @@ before the average pool (fastai's `ConvnetBuilder` body), layer for layer, with 
 explicit padding and BatchNorm settings and layer names taken from torchvision's state-dict
 keys (`layer1.0.conv1.weight` → layer `layer1_0_conv1`), so `load_torchvision_resnet34`
 copies torchvision weights into it and the outputs agree to float32 precision.
+
+Its ImageNet weights are torchvision's own (`resnet34-333f7ec4.pth`, the ones the lesson
+used), read from the safetensors copy timm publishes on the Hugging Face hub
+(`timm/resnet34.tv_in1k`, same state-dict keys), so no PyTorch is needed to use them.
 """
 
 from __future__ import annotations
@@ -28,7 +32,12 @@ from keras import layers
 
 _register = keras.saving.register_keras_serializable(package="ssd_keras")
 
-RESNET34_URL = "https://download.pytorch.org/models/resnet34-b627a593.pth"
+# torchvision's resnet34 ImageNet weights as safetensors (timm's `resnet34.tv_in1k`: the
+# tensors of torchvision's resnet34-333f7ec4.pth under torchvision's key names, plus `fc.*`).
+# Cached by keras.utils.get_file as ~/.keras/models/RESNET34_IMAGENET_FILE.
+RESNET34_IMAGENET_URL = "https://huggingface.co/timm/resnet34.tv_in1k/resolve/main/model.safetensors"
+RESNET34_IMAGENET_FILE = "resnet34.tv_in1k.safetensors"
+TORCH_SUFFIXES = (".pth", ".pt")
 BACKBONES = ("resnet34", "resnet50", "mobilenetv2", "tiny")
 
 
@@ -115,67 +124,126 @@ def resnet34_body(input_shape=(224, 224, 3)):
 
 def _to_numpy(value):
     if hasattr(value, "detach"):  # torch tensor, without importing torch
-        value = value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        if value.is_floating_point():
+            value = value.float()  # numpy has no bfloat16
+        value = value.numpy()
     return np.asarray(value, dtype=np.float32)
+
+
+def _torch_layer_keys(prefix, layer):
+    """A Keras layer's weights as PyTorch state-dict keys, in `layer.weights` order.
+
+    Conv2D ↔ `nn.Conv2d` (`weight`, `bias` if any); BatchNormalization ↔ `nn.BatchNorm2d`
+    (`weight, bias, running_mean, running_var` = `gamma, beta, moving_mean, moving_variance`).
+    """
+    if isinstance(layer, layers.Conv2D):
+        return [f"{prefix}.weight"] + ([f"{prefix}.bias"] if layer.use_bias else [])
+    if isinstance(layer, layers.BatchNormalization):
+        return [f"{prefix}.{p}" for p in ("weight", "bias", "running_mean", "running_var")]
+    raise TypeError(f"no PyTorch counterpart for Keras layer {layer.name!r} ({type(layer).__name__})")
+
+
+def _short(keys, n=5):
+    keys = sorted(keys)
+    return f"{keys[:n]}" + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
+
+
+def copy_torch_state(named_layers, state_dict, where, ignore=lambda key: False):
+    """Copy a PyTorch `state_dict` into Keras Conv2D / BatchNormalization layers.
+
+    `named_layers` maps a state-dict prefix (e.g. `"layer1.0.conv1"`) to its Keras layer.
+    Conv kernels go OIHW → HWIO. Every key is checked before any weight is set (so a bad file
+    leaves the model untouched): missing keys, unexpected keys (except those `ignore(key)`
+    accepts and every `num_batches_tracked`) and shapes, each error naming the key and `where`.
+    """
+    expected = {}
+    for prefix, layer in named_layers.items():
+        for i, key in enumerate(_torch_layer_keys(prefix, layer)):
+            expected[key] = (layer, i)
+    given = {k for k in state_dict if not (k.endswith("num_batches_tracked") or ignore(k))}
+    missing, unexpected = set(expected) - given, given - set(expected)
+    if missing or unexpected:
+        raise ValueError(
+            f"{where}: the state dict does not match: "
+            + ", ".join(
+                f"{what} keys {_short(keys)}" for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys
+            )
+        )
+    values = {}
+    for key, (layer, i) in expected.items():
+        value = _to_numpy(state_dict[key])
+        want = tuple(layer.weights[i].shape)
+        torch_want = (want[3], want[2], want[0], want[1]) if len(want) == 4 else want  # HWIO -> OIHW
+        if value.shape != torch_want:
+            raise ValueError(
+                f"{where}: {key!r} has shape {value.shape}, the Keras layer {layer.name!r} "
+                f"needs {torch_want} (PyTorch layout)"
+            )
+        values.setdefault(id(layer), (layer, {}))[1][i] = value.transpose(2, 3, 1, 0) if len(want) == 4 else value
+    for layer, by_index in values.values():
+        layer.set_weights([by_index[i] for i in range(len(layer.weights))])
 
 
 def load_torchvision_resnet34(backbone, state_dict):
     """Copy a torchvision resnet34 `state_dict` (tensors or numpy arrays) into `resnet34_body`.
 
-    Conv kernels go OIHW → HWIO; BatchNorm `weight, bias, running_mean, running_var` →
-    `gamma, beta, moving_mean, moving_variance`. `fc.*` and `num_batches_tracked` are ignored.
-    Raises a ValueError listing missing/unexpected keys or a shape mismatch.
+    Keras layer `layer1_0_conv1` takes key `layer1.0.conv1.weight`; conv kernels go OIHW →
+    HWIO; BatchNorm `weight, bias, running_mean, running_var` → `gamma, beta, moving_mean,
+    moving_variance`. `fc.*` and `num_batches_tracked` are ignored. Raises a ValueError naming
+    the missing / unexpected keys or a key with the wrong shape. Returns `backbone`.
     """
-    groups = {}
-    for key, value in state_dict.items():
-        if key.startswith("fc.") or key.endswith("num_batches_tracked"):
-            continue
-        prefix, _, param = key.rpartition(".")
-        groups.setdefault(prefix.replace(".", "_"), {})[param] = value
-    weighted = {l.name: l for l in backbone.layers if l.weights}
-    missing = sorted(set(weighted) - set(groups))
-    unexpected = sorted(set(groups) - set(weighted))
-    if missing or unexpected:
-        raise ValueError(
-            "load_torchvision_resnet34: state_dict does not match torchvision resnet34; "
-            f"missing layers {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-            f"unexpected keys {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
-        )
-    for name, params in groups.items():
-        layer = weighted[name]
-        if isinstance(layer, layers.Conv2D):
-            values = [_to_numpy(params["weight"]).transpose(2, 3, 1, 0)]
-        else:
-            values = [_to_numpy(params[p]) for p in ("weight", "bias", "running_mean", "running_var")]
-        for w, v in zip(layer.weights, values):
-            if tuple(w.shape) != v.shape:
-                raise ValueError(
-                    f"load_torchvision_resnet34: {name}.{w.name} has shape {tuple(w.shape)}, "
-                    f"state_dict gives {v.shape}"
-                )
-        layer.set_weights(values)
+    named = {l.name.replace("_", "."): l for l in backbone.layers if l.weights}
+    copy_torch_state(named, state_dict, "load_torchvision_resnet34", ignore=lambda k: k.startswith("fc."))
     return backbone
 
 
-def _load_torch_file(path):
-    try:
-        import torch
-    except ImportError as e:  # torch is optional (requirements-test.txt)
-        raise ImportError(
-            f"loading PyTorch weights ({path}) needs torch: pip install torch==2.13.0 "
-            "(CPU is enough), or pass weights=None or a Keras .weights.h5 file"
-        ) from e
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("state_dict", state) if isinstance(state, dict) else state
+def read_state_dict(path):
+    """A PyTorch state dict from a file: `{key: numpy array}`.
+
+    `.safetensors` is read with the `safetensors` package (no torch needed); `.pth` / `.pt`
+    (a `torch.save`d state dict, or a checkpoint dict with a "state_dict" entry) need torch.
+    Raises FileNotFoundError / ValueError / ImportError naming the file.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"weights file {path!r} does not exist")
+    if path.endswith(".safetensors"):
+        try:
+            from safetensors.numpy import load_file
+        except ImportError as e:  # in requirements.txt, but say what to do if it is missing
+            raise ImportError(f"reading {path!r} needs the safetensors package: pip install safetensors") from e
+        try:
+            return load_file(path)
+        except Exception as e:  # safetensors raises its own error types for bad headers
+            raise ValueError(f"could not read {path!r} as safetensors ({type(e).__name__}: {e})") from e
+    if path.endswith(TORCH_SUFFIXES):
+        try:
+            from ssd_keras.reference.torch_files import read_pth
+
+            return read_pth(path)
+        except ImportError as e:  # torch is optional: the `reference` extra
+            raise ImportError(
+                f"reading the PyTorch file {path!r} needs torch: pip install torch (or pip install "
+                "'ssd_keras[reference]'; the CPU build is enough). Or, on a machine with torch, convert it once to "
+                "safetensors, which needs no torch: python -c \"import sys, torch, safetensors.torch "
+                "as st; st.save_file(torch.load(sys.argv[1], map_location='cpu'), sys.argv[2])\" "
+                "model.pth model.safetensors"
+            ) from e
+    raise ValueError(
+        f"weights file {path!r}: unknown format; expected '.safetensors', '.pth' / '.pt' "
+        "(PyTorch, needs torch) or a Keras '.weights.h5'"
+    )
 
 
 def _download(url, fname, what):
     try:
-        return keras.utils.get_file(fname, url, cache_subdir="models")
+        return keras.utils.get_file(fname=fname, origin=url, cache_subdir="models")
     except Exception as e:  # offline, proxy, HTTP error: all the same to the user
         raise OSError(
             f"could not download {what} weights from {url} ({type(e).__name__}: {e}); "
-            f"pass weights=None or a local file"
+            f"pass weights=None or a local file (on an offline machine: copy the file into "
+            f"~/.keras/models/{fname}, or pass its path as weights=)"
         ) from e
 
 
@@ -235,10 +303,11 @@ def get_backbone(name="resnet34", weights=None, input_shape=(224, 224, 3)):
 
     Args:
         name: "resnet34", "resnet50", "mobilenetv2" or "tiny" (see the module docstring).
-        weights: None (random init), "imagenet" (downloaded and cached by
-            `keras.utils.get_file`; resnet34 converts torchvision's `resnet34-b627a593.pth`,
-            which needs torch), or a local file: a Keras `.weights.h5` saved from this body,
-            or for resnet34 a torchvision state dict (`.pth` / `.pt`).
+        weights: None (random init), "imagenet" (downloaded once and cached by
+            `keras.utils.get_file` under `~/.keras/models/`; for resnet34 torchvision's weights
+            as `resnet34.tv_in1k.safetensors`, no torch needed), or a local file: a Keras
+            `.weights.h5` saved from this body, or for resnet34 a torchvision state dict as
+            `.safetensors` or `.pth` / `.pt` (the latter needs torch).
         input_shape: `(height, width, 3)`; any size the body accepts (>= 32 px).
     """
     if name not in BACKBONES:
@@ -248,43 +317,47 @@ def get_backbone(name="resnet34", weights=None, input_shape=(224, 224, 3)):
         raise ValueError(
             f"get_backbone: input_shape must be (height, width, 3) with sides >= 32, got {input_shape}"
         )
-    local = None
+    torch_formats = (".safetensors",) + TORCH_SUFFIXES
+    local, state = None, None
     if weights not in (None, "imagenet"):
         local = os.fspath(weights)
         if not os.path.isfile(local):
             raise FileNotFoundError(f"get_backbone: weights file {local!r} does not exist")
+        if not local.endswith((".weights.h5",) + (torch_formats if name == "resnet34" else ())):
+            raise ValueError(
+                f"get_backbone: weights file {local!r}: expected a Keras '.weights.h5' file"
+                + (" or a torchvision state dict ('.safetensors', or '.pth' / '.pt' with torch)"
+                   if name == "resnet34" else f" (PyTorch state dicts are read for resnet34 only, not {name!r})")
+            )
     elif weights == "imagenet" and name == "tiny":
         raise ValueError("get_backbone: the 'tiny' body has no ImageNet weights; use weights=None")
+
+    # Read (or download) PyTorch weights before the build, so a bad file fails fast.
+    if name == "resnet34" and weights == "imagenet":
+        local = _download(RESNET34_IMAGENET_URL, RESNET34_IMAGENET_FILE, "torchvision resnet34 ImageNet")
+    if name == "resnet34" and local is not None and local.endswith(torch_formats):
+        state = read_state_dict(local)
 
     if name in ("resnet50", "mobilenetv2"):
         body = _application_body(name, "imagenet" if weights == "imagenet" else None, input_shape)
     elif name == "resnet34":
-        state = None
-        if weights == "imagenet":  # download (or fail) before the build
-            path = _download(RESNET34_URL, os.path.basename(RESNET34_URL), "torchvision resnet34")
-            state = _load_torch_file(path)
         body = resnet34_body(input_shape)
-        if state is not None:
-            load_torchvision_resnet34(body, state)
     else:
         body = tiny_body(input_shape)
 
-    if local is not None:
-        if name == "resnet34" and local.endswith((".pth", ".pt")):
-            load_torchvision_resnet34(body, _load_torch_file(local))
-        elif local.endswith(".weights.h5"):
-            try:
-                body.load_weights(local)
-            except Exception as e:
-                raise ValueError(
-                    f"get_backbone: could not load {local!r} into the {name!r} body "
-                    f"({type(e).__name__}: {e}); was it saved from this body?"
-                ) from e
-        else:
+    if state is not None:
+        try:
+            load_torchvision_resnet34(body, state)
+        except ValueError as e:
+            raise ValueError(f"get_backbone: weights file {local!r}: {e}") from e
+    elif local is not None:
+        try:
+            body.load_weights(local)
+        except Exception as e:
             raise ValueError(
-                f"get_backbone: weights file {local!r}: expected a Keras '.weights.h5' file"
-                + (" or a torchvision '.pth' state dict" if name == "resnet34" else "")
-            )
+                f"get_backbone: could not load {local!r} into the {name!r} body "
+                f"({type(e).__name__}: {e}); was it saved from this body?"
+            ) from e
     return body
 
 

@@ -21,9 +21,9 @@ LAYERS = {
     3: ["matching", "losses", "decode"],
     4: ["inference"],
     5: ["presets", "detector"],
-    6: ["evaluation"],
+    6: ["evaluation", "viz"],
     7: ["schedules", "optimizers", "distribute", "callbacks", "training", "recipes"],
-    8: ["saving", "export", "viz"],
+    8: ["saving", "export"],
     9: ["cli", "__main__", "_environment", "__init__"],
 }
 LAYER_OF = {m: layer for layer, mods in LAYERS.items() for m in mods}
@@ -72,13 +72,14 @@ def test_every_module_has_a_layer():
 @pytest.mark.parametrize("module", sorted(m for m in MODULES if not m.startswith("reference")))
 def test_imports_go_only_to_the_same_or_higher_layers(module):
     bad = []
-    for name, _ in _imports(MODULES[module]):
+    for name, top in _imports(MODULES[module]):
         if name.split(".")[0] == "torch":
             bad.append(f"{name} (torch belongs in ssd_keras.reference only)")
             continue
         target = _target(name)
         if target.startswith("reference"):
-            bad.append(f"{name} (the reference code needs torch)")
+            if top:  # a lazy import (for .pth files) raises the reference extra's ImportError
+                bad.append(f"{name} (the reference code needs torch: import it lazily)")
         elif target and target != "data" and LAYER_OF[target] > LAYER_OF[module] and module != "__init__":
             bad.append(f"{name} (layer {LAYER_OF[target]} from layer {LAYER_OF[module]})")
     assert not bad, f"ssd_keras.{module} imports: {bad}"
@@ -112,9 +113,9 @@ def test_import_and_train_without_torch(tmp_path):
         sys.modules["torch"] = None  # any import of torch now raises ImportError
         import numpy as np
         import ssd_keras
-        d = ssd_keras.SSDDetector(["a"], backbone="tiny", image_size=32, head_filters=8)
+        d = ssd_keras.SSDDetector(["a"], backbone="tiny", image_size=64, head_filters=8)
         d.compile()
-        x = np.zeros((2, 32, 32, 3), np.float32)
+        x = np.zeros((2, 64, 64, 3), np.float32)
         y = np.array([[[0.1, 0.1, 0.6, 0.6, 0]]] * 2, np.float32)
         d.fit(x, y, epochs=1, verbose=0)
         print(d.predict(x, verbose=0)["boxes"].shape)

@@ -1,61 +1,224 @@
 """Backbones: ResNet34 equal to torchvision's structure (plain-torch transcription), weight
-conversion, keras.applications bodies, the tiny body, layer groups, weights files, errors."""
+files (torchvision state dicts as .safetensors without torch, .pth with torch, Keras
+.weights.h5), the ImageNet download (monkeypatched: no network), keras.applications bodies,
+the tiny body, layer groups, errors."""
+
+import sys
 
 import keras
 import numpy as np
 import pytest
+from safetensors.numpy import save_file
 
 from ssd_keras import backbones
 from ssd_keras.backbones import ImagePreprocessing, get_backbone, layer_groups, load_torchvision_resnet34
 
-torch = pytest.importorskip("torch", reason="torch (requirements-test.txt) is the torchvision reference")
-from ssd_keras.reference import lesson_model as L  # noqa: E402
+# torch (requirements-test.txt) is the independent reference; without it the torch-only tests
+# skip and the safetensors paths are still tested.
+try:
+    import torch
+
+    from ssd_keras.reference import lesson_model as L
+except ImportError:
+    torch = L = None
+needs_torch = pytest.mark.skipif(torch is None, reason="needs torch (requirements-test.txt)")
+
+IMAGENET_URL = "https://huggingface.co/timm/resnet34.tv_in1k/resolve/main/model.safetensors"
 
 
-def _random_state_dict(seed=0):
-    body = L.resnet34_body()
-    g = torch.Generator().manual_seed(seed)
+def _torchvision_resnet34_shapes():
+    """torchvision resnet34's state dict {key: shape}, written out from its architecture
+    (BasicBlock, [3, 4, 6, 3]), `num_batches_tracked` and `fc.*` included."""
+
+    def bn(p, c):
+        return {f"{p}.weight": (c,), f"{p}.bias": (c,), f"{p}.running_mean": (c,),
+                f"{p}.running_var": (c,), f"{p}.num_batches_tracked": ()}
+
+    shapes = {"conv1.weight": (64, 3, 7, 7), **bn("bn1", 64)}
+    cin = 64
+    for layer, (cout, blocks) in enumerate([(64, 3), (128, 4), (256, 6), (512, 3)], start=1):
+        for b in range(blocks):
+            p = f"layer{layer}.{b}"
+            shapes[f"{p}.conv1.weight"] = (cout, cin if b == 0 else cout, 3, 3)
+            shapes.update(bn(f"{p}.bn1", cout))
+            shapes[f"{p}.conv2.weight"] = (cout, cout, 3, 3)
+            shapes.update(bn(f"{p}.bn2", cout))
+            if b == 0 and layer > 1:
+                shapes[f"{p}.downsample.0.weight"] = (cout, cin, 1, 1)
+                shapes.update(bn(f"{p}.downsample.1", cout))
+        cin = cout
+    shapes.update({"fc.weight": (1000, 512), "fc.bias": (1000,)})
+    return shapes
+
+
+def _torchvision_state_dict(seed=0):
+    """A state dict in exactly torchvision's format (float32 tensors, int64 scalar
+    `num_batches_tracked`, `fc.*`), as numpy arrays with random weights and BN statistics."""
+    rng = np.random.default_rng(seed)
     sd = {}
-    for name, t in body.state_dict().items():
-        if t.dtype.is_floating_point:
-            t = torch.randn(t.shape, generator=g) * (0.05 if t.dim() == 4 else 0.2)
-            if name.endswith("running_var"):
-                t = t.abs() + 0.5
-            elif name.endswith(".weight") and t.dim() == 1:  # BN gamma near 1
-                t = t + 1
-        sd[name] = t
-    body.load_state_dict(sd)
-    return body.eval(), sd
+    for key, shape in _torchvision_resnet34_shapes().items():
+        if key.endswith("num_batches_tracked"):
+            sd[key] = np.array(123, dtype=np.int64)
+            continue
+        v = rng.standard_normal(shape).astype(np.float32) * (0.05 if len(shape) == 4 else 0.2)
+        if key.endswith("running_var"):
+            v = np.abs(v) + 0.5
+        elif key.endswith(".weight") and len(shape) == 1:  # BN gamma near 1
+            v = v + 1
+        sd[key] = v
+    return sd
 
 
 @pytest.fixture(scope="module")
-def torch_body_and_file(tmp_path_factory):
-    """torchvision-style resnet34 with random weights and BN statistics, saved as a .pth
-    state dict with the `fc.*` keys a torchvision checkpoint has."""
-    tbody, sd = _random_state_dict()
-    path = str(tmp_path_factory.mktemp("w") / "resnet34.pth")
-    torch.save(dict(sd, **{"fc.weight": torch.zeros(1000, 512), "fc.bias": torch.zeros(1000)}), path)
-    return tbody, sd, path
+def torchvision_files(tmp_path_factory):
+    """The same torchvision-format state dict as `.safetensors` (safetensors.numpy.save_file)
+    and, with torch, as `.pth` (torch.save of tensors)."""
+    sd = _torchvision_state_dict()
+    folder = tmp_path_factory.mktemp("w")
+    files = {"sd": sd, "safetensors": str(folder / "resnet34.safetensors")}
+    save_file(sd, files["safetensors"])
+    if torch is not None:
+        files["pth"] = str(folder / "resnet34.pth")
+        torch.save({k: torch.from_numpy(np.array(v)) for k, v in sd.items()}, files["pth"])
+    return files
 
 
 @pytest.fixture(scope="module")
-def resnet34(torch_body_and_file):
-    # Built once for the module, from the local torchvision file (the converter path).
-    return get_backbone("resnet34", weights=torch_body_and_file[2], input_shape=(224, 224, 3))
+def resnet34(torchvision_files):
+    # Built once for the module, from the local safetensors file (no torch on this path).
+    return get_backbone("resnet34", weights=torchvision_files["safetensors"], input_shape=(224, 224, 3))
 
 
-def test_resnet34_equals_torchvision_structure_with_converted_weights(resnet34, torch_body_and_file):
-    tbody = torch_body_and_file[0]
-    images = np.random.RandomState(0).uniform(0, 255, (1, 224, 224, 3)).astype("float32")
+def _features(body, seed=0, size=224):
+    images = np.random.RandomState(seed).uniform(0, 255, (1, size, size, 3)).astype("float32")
+    return images, keras.ops.convert_to_numpy(body(images, training=False))
+
+
+@pytest.fixture
+def no_torch(monkeypatch):
+    """`import torch` fails, as on a machine without PyTorch."""
+    monkeypatch.setitem(sys.modules, "torch", None)
+
+
+def test_state_dict_format_is_torchvisions():
+    # The hand-written format used by the files below is the reference body's state dict.
+    shapes = _torchvision_resnet34_shapes()
+    if L is not None:
+        ref = {k: tuple(v.shape) for k, v in L.resnet34_body().state_dict().items()}
+        assert ref == {k: s for k, s in shapes.items() if not k.startswith("fc.")}
+        assert list(shapes) == L.resnet34_state_dict_keys(include_fc=True)
+    assert sum(int(np.prod(s)) for k, s in shapes.items()
+               if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))) == 21_797_672
+
+
+@needs_torch
+def test_safetensors_weights_give_the_torch_reference_features(resnet34, torchvision_files):
+    sd = torchvision_files["sd"]
+    tbody = L.resnet34_body()
+    missing, unexpected = tbody.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in sd.items()}, strict=False)
+    assert missing == [] and sorted(unexpected) == ["fc.bias", "fc.weight"]
+    images, got = _features(resnet34)
     with torch.no_grad():
-        expected = tbody(L.normalize_images(images)).numpy().transpose(0, 2, 3, 1)
-    got = keras.ops.convert_to_numpy(resnet34(images, training=False))
+        expected = tbody.eval()(L.normalize_images(images)).numpy().transpose(0, 2, 3, 1)
     assert got.shape == (1, 7, 7, 512)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
 
+def test_safetensors_weights_land_in_the_right_layers(resnet34, torchvision_files):
+    sd = torchvision_files["sd"]
+    np.testing.assert_array_equal(
+        resnet34.get_layer("layer4_2_conv2").kernel.numpy(), sd["layer4.2.conv2.weight"].transpose(2, 3, 1, 0)
+    )
+    bn = resnet34.get_layer("layer2_0_downsample_1")
+    for w, key in zip(bn.weights, ("weight", "bias", "running_mean", "running_var")):
+        np.testing.assert_array_equal(w.numpy(), sd[f"layer2.0.downsample.1.{key}"])
+
+
+@needs_torch
+def test_pth_file_loads_the_same_weights(resnet34, torchvision_files):
+    from_pth = get_backbone("resnet34", weights=torchvision_files["pth"], input_shape=(224, 224, 3))
+    for a, b in zip(from_pth.weights, resnet34.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+def test_pth_without_torch_says_what_to_install(tmp_path, no_torch):
+    path = tmp_path / "resnet34-333f7ec4.pth"
+    path.write_bytes(b"a pickle")
+    with pytest.raises(ImportError, match=r"resnet34-333f7ec4\.pth.*pip install torch.*safetensors"):
+        get_backbone("resnet34", weights=str(path), input_shape=(64, 64, 3))
+
+
+def test_imagenet_downloads_safetensors_without_torch(monkeypatch, torchvision_files, resnet34, no_torch):
+    calls = []
+
+    def fake_get_file(fname=None, origin=None, **kwargs):
+        calls.append(dict(fname=fname, origin=origin, **kwargs))
+        return torchvision_files["safetensors"]
+
+    monkeypatch.setattr(keras.utils, "get_file", fake_get_file)
+    from ssd_keras.model import build_ssd
+
+    model = build_ssd(3, backbone="resnet34", weights="imagenet", image_size=224)
+    assert calls == [dict(fname="resnet34.tv_in1k.safetensors", origin=IMAGENET_URL, cache_subdir="models")]
+    for a, b in zip(model.get_layer("backbone").weights, resnet34.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+def test_imagenet_download_failure_is_a_clear_error(monkeypatch):
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure: no network")
+
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    with pytest.raises(OSError, match=r"could not download .*resnet34.*tv_in1k.*pass weights=None or a local file"):
+        get_backbone("resnet34", weights="imagenet", input_shape=(64, 64, 3))
+
+
+def test_state_dict_errors_name_the_key_and_leave_the_body_untouched(resnet34, torchvision_files, tmp_path):
+    sd = torchvision_files["sd"]
+    before = [w.numpy().copy() for w in resnet34.weights]
+
+    def fails(bad, match):
+        with pytest.raises(ValueError, match=match):
+            load_torchvision_resnet34(resnet34, bad)
+
+    fails({k: v for k, v in sd.items() if k != "layer2.0.downsample.0.weight"},
+          r"missing keys \['layer2\.0\.downsample\.0\.weight'\]")
+    fails({k: v for k, v in sd.items() if k != "bn1.running_var"}, r"missing keys \['bn1\.running_var'\]")
+    fails(dict(sd, **{"layer5.0.conv1.weight": np.zeros((1, 1, 1, 1), "float32")}),
+          r"unexpected keys \['layer5\.0\.conv1\.weight'\]")
+    fails(dict(sd, **{"layer1.0.conv1.weight": np.zeros((64, 64, 1, 1), "float32")}),
+          r"'layer1\.0\.conv1\.weight' has shape \(64, 64, 1, 1\).*layer1_0_conv1.*\(64, 64, 3, 3\)")
+    fails(dict(sd, **{"layer3.1.bn2.bias": np.zeros(7, "float32")}), r"'layer3\.1\.bn2\.bias' has shape \(7,\)")
+    fails(dict(sd, **{"conv1.weight": np.zeros(64, "float32")}), r"'conv1\.weight' has shape \(64,\).*\(64, 3, 7, 7\)")
+    for w, b in zip(resnet34.weights, before):  # checked before anything is assigned
+        np.testing.assert_array_equal(w.numpy(), b, err_msg=w.path)
+
+    # Through a file, the error names the file too.
+    path = str(tmp_path / "truncated.safetensors")
+    save_file({k: v for k, v in sd.items() if not k.startswith("layer4.")}, path)
+    with pytest.raises(ValueError, match=r"truncated\.safetensors.*missing keys \['layer4\.0\.bn1\.bias'"):
+        get_backbone("resnet34", weights=path, input_shape=(64, 64, 3))
+
+
+def test_weights_file_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nope\.safetensors"):
+        get_backbone("resnet34", weights=str(tmp_path / "nope.safetensors"), input_shape=(64, 64, 3))
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00not json")
+    with pytest.raises(ValueError, match=r"could not read .*corrupt\.safetensors.* as safetensors"):
+        get_backbone("resnet34", weights=str(corrupt), input_shape=(64, 64, 3))
+    unknown = tmp_path / "resnet34.npz"
+    unknown.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"resnet34\.npz.*expected a Keras '\.weights\.h5' file or a torchvision"):
+        get_backbone("resnet34", weights=str(unknown), input_shape=(64, 64, 3))
+    with pytest.raises(ValueError, match=r"corrupt\.safetensors.*resnet34 only"):
+        get_backbone("tiny", weights=str(corrupt), input_shape=(64, 64, 3))
+    with pytest.raises(ValueError, match=r"resnet34\.npz.*unknown format"):
+        backbones.read_state_dict(unknown)
+
+
 def test_resnet34_layers_are_torchvision_state_dict_keys(resnet34):
-    prefixes = {k.rsplit(".", 1)[0].replace(".", "_") for k in L.resnet34_state_dict_keys()}
+    prefixes = {k.rsplit(".", 1)[0].replace(".", "_") for k in _torchvision_resnet34_shapes() if not k.startswith("fc.")}
     weighted = {layer.name for layer in resnet34.layers if layer.weights}
     assert weighted == prefixes
     assert resnet34.name == "backbone"
@@ -64,23 +227,6 @@ def test_resnet34_layers_are_torchvision_state_dict_keys(resnet34):
     # 21,797,672 params in torchvision's resnet34, minus fc; BN moving stats are Keras weights too.
     trainable = sum(int(np.prod(w.shape)) for w in resnet34.trainable_weights)
     assert trainable == 21_797_672 - 513_000
-
-
-def test_converter_errors(resnet34, torch_body_and_file):
-    sd = torch_body_and_file[1]
-    bad = dict(sd)
-    del bad["layer2.0.downsample.0.weight"]
-    with pytest.raises(ValueError, match="missing layers.*layer2_0_downsample_0"):
-        load_torchvision_resnet34(resnet34, bad)
-    bad = dict(sd, **{"layer1.0.conv1.weight": torch.zeros(64, 64, 1, 1)})
-    with pytest.raises(ValueError, match="layer1_0_conv1"):
-        load_torchvision_resnet34(resnet34, bad)
-    # numpy arrays work as well as tensors
-    load_torchvision_resnet34(resnet34, {k: v.numpy() for k, v in sd.items()})
-    np.testing.assert_array_equal(
-        resnet34.get_layer("layer4_2_conv2").kernel.numpy(),
-        sd["layer4.2.conv2.weight"].numpy().transpose(2, 3, 1, 0),
-    )
 
 
 def test_local_weights_files(tmp_path):
@@ -101,15 +247,6 @@ def test_local_weights_files(tmp_path):
         get_backbone("tiny", weights=str(corrupt), input_shape=(64, 64, 3))
     with pytest.raises(ValueError, match="expected a Keras '.weights.h5' file"):
         get_backbone("tiny", weights=__file__, input_shape=(64, 64, 3))
-
-
-def test_imagenet_download_failure_is_a_clear_error(monkeypatch):
-    def offline(*args, **kwargs):
-        raise Exception("URL fetch failure: no network")
-
-    monkeypatch.setattr(keras.utils, "get_file", offline)
-    with pytest.raises(OSError, match="could not download .*resnet34.*pass weights=None or a local file"):
-        get_backbone("resnet34", weights="imagenet", input_shape=(64, 64, 3))
 
 
 @pytest.mark.parametrize(
@@ -146,6 +283,7 @@ def test_resnet34_groups_are_the_lessons_split(resnet34):
     assert early[0].name == "images" and head == []
 
 
+@needs_torch
 def test_torch_normalisation_matches_lesson():
     x = np.random.RandomState(0).uniform(0, 255, (2, 5, 5, 3)).astype("float32")
     got = keras.ops.convert_to_numpy(ImagePreprocessing("torch")(x))
