@@ -471,11 +471,11 @@ def multilabel_loss():
 @_register
 class MultiLabelF1(keras.metrics.Metric):
     """Micro-averaged F1 of multi-label predictions: `2 TP / (2 TP + FP + FN)` counted over all
-    images and classes, a class predicted where `sigmoid(logit) >= threshold` (or
-    `probability >= threshold` with `from_logits=False`). 0 if nothing is true or predicted.
+    images and classes, a class predicted where `sigmoid(logit) > threshold` (or
+    `probability > threshold` with `from_logits=False`). 0 if nothing is true or predicted.
 
-    (`keras.metrics.F1Score(average="micro", threshold=...)` does the same on probabilities;
-    this one takes the model's logits by default.)
+    The same as `keras.metrics.F1Score(average="micro", threshold=threshold)` (also a strict
+    `>`) on probabilities; this one takes the model's logits by default.
     """
 
     def __init__(self, threshold=0.5, from_logits=True, name="f1", dtype=None):
@@ -490,7 +490,7 @@ class MultiLabelF1(keras.metrics.Metric):
         y_true = tf.cast(y_true, tf.float32) > 0.5
         y_pred = tf.cast(y_pred, tf.float32)
         prob = tf.sigmoid(y_pred) if self.from_logits else y_pred
-        pred = prob >= self.threshold
+        pred = prob > self.threshold
         w = 1.0 if sample_weight is None else tf.reshape(tf.cast(sample_weight, tf.float32), [-1, 1])
 
         def count(mask):
