@@ -55,7 +55,7 @@ def test_largest_object_targets_batch_padding_and_rounding():
     # integer pixel areas.
     a = np.array([0, 0, 30, 40], np.float32) / np.float32(224)
     b = np.array([1, 3, 41, 33], np.float32) / np.float32(224)
-    area = lambda x: (x[2] - x[0]) * (x[3] - x[1])  # noqa: E731
+    area = lambda x: (x[2] - x[0]) * (x[3] - x[1])
     assert area(a) < area(b)  # the rounding this test is about
     assert lm.largest_object_index(np.stack([a, b])) == 0
     y_true = np.stack([
