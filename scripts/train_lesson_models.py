@@ -42,7 +42,7 @@ import keras
 
 from ssd_keras import lesson_models as lm
 from ssd_keras.data import RandomFlip, make_shapes
-from ssd_keras.training import OneCycleSchedule
+from ssd_keras.schedules import OneCycleSchedule
 
 SHAPES = {"image_size": 64, "seed": 0, "min_size": 0.2, "max_size": 0.6, "max_objects": 4}
 

@@ -48,6 +48,15 @@ from ssd_keras.decode import (  # noqa: E402
 from ssd_keras.inference import detect, detection_function  # noqa: E402
 from ssd_keras.detector import SSDDetector  # noqa: E402
 from ssd_keras.presets import PRESETS  # noqa: E402
+from ssd_keras.lesson_models import (  # noqa: E402
+    MultiLabelF1,
+    SingleObjectLoss,
+    build_multilabel_classifier,
+    build_single_object_detector,
+    largest_object_targets,
+    multi_hot,
+)
+from ssd_keras.convert import convert_lesson_model  # noqa: E402
 from ssd_keras.data import (  # noqa: E402
     VOC_CLASSES,
     DetectionData,
@@ -82,4 +91,6 @@ __all__ = [
     "layer_groups", "lesson_augmentations", "load_model", "load_source",
     "load_torchvision_resnet34", "lr_find", "make_dataset", "make_shapes", "map_to_ground_truth",
     "match_anchors", "plot_anchor_coverage", "prepare_for_multi_worker", "read_voc", "unfreeze",
+    "MultiLabelF1", "SingleObjectLoss", "build_multilabel_classifier", "build_single_object_detector",
+    "largest_object_targets", "multi_hot", "convert_lesson_model",
 ]

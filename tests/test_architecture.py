@@ -20,7 +20,7 @@ LAYERS = {
     2: ["layers", "backbones", "model", "convert"],
     3: ["matching", "losses", "decode"],
     4: ["inference"],
-    5: ["presets", "detector"],
+    5: ["presets", "detector", "lesson_models"],
     6: ["evaluation", "viz"],
     7: ["schedules", "optimizers", "distribute", "callbacks", "training", "recipes"],
     8: ["saving", "export"],

@@ -13,6 +13,15 @@ import ssd_keras
 from ssd_keras.anchors import AnchorConfig
 from ssd_keras.backbones import ImagePreprocessing
 from ssd_keras.layers import OutConv, SSDHead, SSDMultiHead, StdConv
+from ssd_keras.lesson_models import (
+    BoxSigmoid,
+    ConcatPooling,
+    MultiLabelF1,
+    SingleObjectAccuracy,
+    SingleObjectIoU,
+    SingleObjectL1,
+    SingleObjectLoss,
+)
 from ssd_keras.losses import SSDLoss, SSDLossPart
 from ssd_keras.optimizers import DiscriminativeAdam, DiscriminativeAdamW, DiscriminativeRMSprop, DiscriminativeSGD
 from ssd_keras.schedules import MomentumCycle, OneCycleSchedule
@@ -49,6 +58,16 @@ FEATURES = RNG.normal(size=(2, 4, 4, 16)).astype("float32")
 IMAGES = RNG.uniform(0, 255, (2, 64, 64, 3)).astype("float32")
 Y_TRUE = _y_true()
 Y_PRED = RNG.normal(size=(2, ANCHORS.num_anchors, 4 + 3 + 1)).astype("float32")
+# The single-object model's targets [B, 5] (one padding row) and outputs [B, 4 + C].
+ONE_TRUE = np.array([[0.1, 0.2, 0.5, 0.7, 1], [0.3, 0.3, 0.9, 0.6, 0], [0, 0, 0, 0, -1]], np.float32)
+ONE_PRED = np.array([[0.15, 0.2, 0.45, 0.6, 0.3, 2.0, -1.0], [0.1, 0.3, 0.8, 0.7, 1.5, 0.2, 0.1],
+                     [0.2, 0.2, 0.4, 0.4, 0.0, 0.0, 0.0]], np.float32)
+MULTI_TRUE = np.array([[1, 0, 1], [0, 0, 1]], np.float32)
+MULTI_LOGITS = RNG.normal(size=(2, 3)).astype("float32")
+
+
+def _metric_probe(y_true, y_pred):
+    return lambda m: (m.reset_state(), m.update_state(y_true, y_pred), m.result())[-1]
 
 CASES = {
     "StdConv": lambda: (StdConv(8, strides=2, dropout=0.1), _layer_probe(FEATURES), FEATURES),
@@ -72,6 +91,13 @@ CASES = {
                                   _optimizer_probe, None),
     "DiscriminativeRMSprop": lambda: (DiscriminativeRMSprop(1e-2, lr_multipliers={"b": 0.1}),
                                       _optimizer_probe, None),
+    "BoxSigmoid": lambda: (BoxSigmoid(), _layer_probe(ONE_PRED), ONE_PRED),
+    "ConcatPooling": lambda: (ConcatPooling(), _layer_probe(FEATURES), FEATURES),
+    "SingleObjectLoss": lambda: (SingleObjectLoss(box_weight=3.0), lambda loss: loss(ONE_TRUE, ONE_PRED), None),
+    "SingleObjectAccuracy": lambda: (SingleObjectAccuracy(), _metric_probe(ONE_TRUE, ONE_PRED), None),
+    "SingleObjectIoU": lambda: (SingleObjectIoU(), _metric_probe(ONE_TRUE, ONE_PRED), None),
+    "SingleObjectL1": lambda: (SingleObjectL1(), _metric_probe(ONE_TRUE, ONE_PRED), None),
+    "MultiLabelF1": lambda: (MultiLabelF1(threshold=0.4), _metric_probe(MULTI_TRUE, MULTI_LOGITS), None),
     "SSDDetector": lambda: (ssd_keras.SSDDetector(["a", "b", "c"], backbone="tiny", image_size=64,
                                                   head_filters=16, focal=True, score_threshold=0.2,
                                                   metadata={"data": "shapes"}),
