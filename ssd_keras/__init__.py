@@ -12,6 +12,7 @@ not imported: it needs torch, which ssd_keras does not.
 import os as _os
 
 from ssd_keras._environment import configure_for_cli as _configure_for_cli
+from ssd_keras._environment import quiet_native_stderr as _quiet_native_stderr
 
 _configure_for_cli()  # only for `python -m ssd_keras`: must run before TensorFlow is imported
 
@@ -24,7 +25,9 @@ if _backend != "tensorflow":
         "unset it or set KERAS_BACKEND=tensorflow before importing ssd_keras"
     )
 
-import keras as _keras  # noqa: E402
+with _quiet_native_stderr():  # TensorFlow's start-up lines, on the quiet command line only
+    import keras as _keras  # noqa: E402
+    import tensorflow as _tf  # noqa: E402, F401
 
 if _keras.backend.backend() != "tensorflow":  # e.g. set in ~/.keras/keras.json
     raise ImportError(

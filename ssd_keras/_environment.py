@@ -14,6 +14,7 @@ never changes the environment:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -50,3 +51,24 @@ def configure_for_cli(argv=None, orig_argv=None, environ=None):
         environ["TF_ENABLE_ONEDNN_OPTS"] = "1"
         CLI_ENVIRONMENT["onednn"] = "on (set by ssd_keras; --no-onednn for TensorFlow's default)"
     return CLI_ENVIRONMENT
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Silence the process's stderr (file descriptor 2) for the duration, when the command line
+    runs quiet: TensorFlow's CUDA probing writes straight to fd 2 through absl before it reads
+    `TF_CPP_MIN_LOG_LEVEL`, so the variable alone does not hide those lines. A no-op otherwise."""
+    if not CLI_ENVIRONMENT.get("quiet"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

@@ -19,7 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ssd_keras._environment import CLI_ENVIRONMENT
+from ssd_keras._environment import CLI_ENVIRONMENT, quiet_native_stderr
 from ssd_keras.backbones import BACKBONES
 from ssd_keras.data.augment import AUGMENT_CHOICES
 from ssd_keras.data.splits import source_kind
@@ -299,7 +299,8 @@ def _detector_overrides(args):
 def _device_line():
     import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
+    with quiet_native_stderr():  # "failed call to cuInit" on machines without a GPU
+        gpus = tf.config.list_physical_devices("GPU")
     where = f"GPU ({', '.join(g.name for g in gpus)})" if gpus else "CPU"
     onednn = CLI_ENVIRONMENT.get("onednn", "TensorFlow's default (library call)")
     return f"device: {where}; oneDNN: {onednn}"

@@ -1,6 +1,6 @@
 """Evaluation: Pascal VOC mean average precision (the devkit's), COCO AP, and running a model.
 
-All boxes here are relative yxyx `(ymin, xmin, ymax, xmax)` in [0, 1] (see DESIGN.md).
+All boxes here are relative yxyx `(ymin, xmin, ymax, xmax)` in [0, 1] (docs/ARCHITECTURE.md).
 
 `evaluate_detections` follows the VOC devkit's definition of AP (`VOCevaldet.m` and its
 Python transcription `voc_eval.py` from py-faster-rcnn), which `keras-cv`/`keras-hub` do not

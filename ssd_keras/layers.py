@@ -3,7 +3,7 @@
 
 Layout is NHWC (Keras' default), so the lesson's `permute(0, 2, 3, 1)` disappears from
 `flatten_conv`. Output of both heads is ssd_keras's `y_pred` `[batch, A, 4 + C + 1]`: box
-activations first, then class logits with background last (DESIGN.md).
+activations first, then class logits with background last (docs/ARCHITECTURE.md).
 
 Weights keep the lesson's names so they can be copied from the PyTorch head one to one:
 `StdConv.conv` / `.bn`, `OutConv.oconv1` (classes) / `.oconv2` (boxes), and the heads expose

@@ -1,6 +1,6 @@
 """Data for ssd_keras: readers, the embedded `shapes` set, box-aware augmentation, tf.data.
 
-Boxes are relative yxyx everywhere (DESIGN.md); pixel boxes exist only inside the readers.
+Boxes are relative yxyx everywhere (docs/ARCHITECTURE.md); pixel boxes exist only inside the readers.
 
     data = load_source("shapes")                       # or "voc:/path/VOCdevkit/VOC2007", ...
     ds = data.dataset(image_size=128, batch_size=32, augment=lesson_augmentations(), shuffle=True, seed=0)
