@@ -38,8 +38,17 @@ def has_split(spec, split):
         return split in ("train", "val", "test")
     if kind == "tfds":
         return split in ("train", "val", "validation", "trainval", "test")
+    if split in (None, "all"):
+        return True
     root = find_voc_root(spec.split(":", 1)[1])
-    return split is None or os.path.isfile(os.path.join(root, "ImageSets", "Main", f"{split}.txt"))
+    list_file = os.path.join(root, "ImageSets", "Main", f"{split}.txt")
+    if not os.path.isfile(list_file):
+        return False
+    # A devkit copy may list a split whose images it does not hold (e.g. the train images only,
+    # with the genuine val.txt): the split counts only if some of its annotations are there.
+    with open(list_file) as f:
+        ids = [line.split()[0] for line, _ in zip(f, range(50)) if line.strip()]
+    return any(os.path.isfile(os.path.join(root, "Annotations", f"{i}.xml")) for i in ids)
 
 
 def _check_split(spec, split, flag):

@@ -1,0 +1,58 @@
+"""ssd_keras.data.splits: training vs held-out part of a source; the held-out part found again from
+the record the model keeps; splits a source cannot honour are errors."""
+
+import os
+import shutil
+
+import pytest
+
+from ssd_keras.data import SAMPLE_VOC
+from ssd_keras.data.splits import has_split, held_out, load_train_val
+
+
+def test_shapes_uses_its_val_stream_and_finds_it_again():
+    kw = dict(count=20, image_size=32, seed=3)
+    train, val, record = load_train_val("shapes", reader_kwargs=kw, val_reader_kwargs=dict(kw, count=7))
+    assert (len(train), len(val)) == (20, 7)
+    assert record == {"data": "shapes", "train_split": "train",
+                      "val": {"kind": "split", "split": "val", "count": 7}}
+    again = held_out("shapes", record, image_size=32, seed=3)
+    assert [r.boxes.tolist() for r in again.records] == [r.boxes.tolist() for r in val.records]
+
+
+def test_a_single_set_file_holds_out_a_seeded_fraction(tmp_path):
+    from ssd_keras.data import load_source, write_csv
+
+    data = load_source(f"voc:{SAMPLE_VOC}", split="train")
+    csv = tmp_path / "d.csv"
+    write_csv(data, csv)
+    train, val, record = load_train_val(f"csv:{csv}", val_fraction=0.25, seed=1)
+    assert record["val"] == {"kind": "fraction", "fraction": 0.25, "seed": 1}
+    assert len(val) == round(0.25 * len(data)) and len(train) + len(val) == len(data)
+    assert not {r.image_id for r in train.records} & {r.image_id for r in val.records}
+    again = held_out(f"csv:{csv}", record)
+    assert [r.image_id for r in again.records] == [r.image_id for r in val.records]
+    with pytest.raises(ValueError, match="one set of images and has no split 'val'"):
+        load_train_val(f"csv:{csv}", val_split="val")
+
+
+def test_voc_without_the_val_images_falls_back_to_a_fraction(tmp_path):
+    """A devkit copy with the genuine val.txt but only the train images (like the course data)."""
+    root = tmp_path / "VOC2007"
+    shutil.copytree(SAMPLE_VOC, root)
+    main = root / "ImageSets" / "Main"
+    (main / "val.txt").write_text("\r\n".join(["009990", "009991"]) + "\r\n")  # CRLF, as shipped
+    assert has_split(f"voc:{root}", "train") and not has_split(f"voc:{root}", "val")
+    train, val, record = load_train_val(f"voc:{root}", val_fraction=0.2)
+    assert record["val"]["kind"] == "fraction" and len(val) > 0
+    with pytest.raises(ValueError, match="has no split 'val'"):
+        load_train_val(f"voc:{root}", val_split="val")
+
+
+def test_held_out_needs_a_record_for_that_source():
+    with pytest.raises(ValueError, match="records no held-out part of 'shapes'"):
+        held_out("shapes", None)
+    record = {"data": "voc:/x", "train_split": "train", "val": {"kind": "fraction", "fraction": 0.1, "seed": 0}}
+    with pytest.raises(ValueError, match="it was trained on 'voc:/x'"):
+        held_out("shapes", record)
+    assert os.path.isdir(SAMPLE_VOC)
