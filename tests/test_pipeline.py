@@ -258,3 +258,15 @@ def test_streamed_shapes_keep_makes_each_image_once(monkeypatch):
     reference = ShapesData(count=10, image_size=16, seed=4).dataset(16, 4, shuffle=True, seed=1)
     for u, v in zip(first, _all(reference)):  # keeping changes nothing in the batches
         np.testing.assert_array_equal(u, v)
+
+
+def test_in_memory_and_streamed_data_sets_know_their_length():
+    """fit_one_cycle (steps per epoch) and Keras' progress bar need the cardinality."""
+    from ssd_keras.data import RandomFlip, make_shapes
+    from ssd_keras.data.shapes import ShapesData
+
+    for data in (make_shapes(40, image_size=32), ShapesData(40, image_size=32)):
+        for kwargs in ({}, {"shuffle": True, "seed": 0, "augment": [RandomFlip()]}):
+            ds = data.dataset(32, 16, **kwargs)
+            assert int(ds.cardinality()) == 3
+            assert sum(1 for _ in ds) == 3

@@ -125,6 +125,8 @@ def make_dataset(records, image_size, batch_size, max_boxes=None, augment=None, 
         ds = ds.repeat()
     if gather is not None:
         ds = gather(ds)
+        if not repeat:  # unbatch forgets the length, which fit_one_cycle and Keras' progress need
+            ds = ds.apply(tf.data.experimental.assert_cardinality(len(records)))
     rnd = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     ds = tf.data.Dataset.zip((ds, rnd))
     ds = ds.map(lambda item, r: element(*fetch(item), r), num_parallel_calls=num_parallel_calls,
