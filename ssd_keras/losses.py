@@ -80,9 +80,8 @@ class SSDLoss(keras.losses.Loss):
             measurements.
         loc_weight: the loss is `loc_weight * loc + clas` (lesson: 1). The lesson's `loc` is a
             mean over positive anchors' coordinates (~0.05-0.1) while `clas` sums over all
-            anchors (~1-10), so the shared features learn mostly from `clas`. A larger weight
-            was worse in the CLI demo's from-scratch runs (held-out mAP 0.55 -> 0.39 with 10,
-            0.13 with 50; 0.73 -> 0.18 with 4 under focal loss), so the default is the
+            anchors (~1-10), so the shared features learn mostly from `clas`; weighting `loc` up
+            made the demo worse (bench/README.md, "The demo's defaults"), so the default is the
             lesson's. The logged `loc` and `clas` stay unweighted.
         reduction, name, dtype: as for any `keras.losses.Loss`.
 

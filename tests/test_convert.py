@@ -14,6 +14,7 @@ from ssd_keras.convert import convert_lesson_model
 
 torch = pytest.importorskip("torch", reason="the lesson's model is the PyTorch reference (requirements-test.txt)")
 from ssd_keras.reference import lesson_model as L  # noqa: E402
+from test_reference_lesson_model import _randomise_batchnorm  # noqa: E402
 
 
 def _lesson_model(multi, num_classes=3, seed=0):
@@ -21,14 +22,7 @@ def _lesson_model(multi, num_classes=3, seed=0):
     torch.manual_seed(seed)
     k = 9 if multi else 1
     model = L.LessonSSD(num_classes=num_classes, k=k, multi=multi)
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(m.num_features, generator=g) * 0.4 - 0.2)
-    return model.eval()
+    return _randomise_batchnorm(model, seed).eval()
 
 
 def _numpy_state(model):

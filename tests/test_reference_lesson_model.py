@@ -125,7 +125,7 @@ def _bench_train_step():
     return module
 
 
-# --- weight transfer to the Keras model (colleague B's build_ssd) ----------------------------
+# --- weight transfer to the Keras model (build_ssd) ---------------------------------------------
 
 
 def _randomise_batchnorm(model, seed=0):
