@@ -783,12 +783,12 @@ on the lesson's model: load a checkpoint written by
 """),
     code(SETUP),
     code("""
+from ssd_keras import load_model
 from ssd_keras.data import make_shapes
-from ssd_keras.export import load_model
 
-model, info = load_model("assets/shapes_tiny128.keras")
-anchors, names, S = info.anchors, info.class_names, info.image_size
-print(info.anchors, "\\nclasses:", names, f"\\nimage size {S}; training settings: {info.extra}")
+model = load_model("assets/shapes_tiny128.keras")  # an SSDDetector: anchors, names, settings inside
+anchors, names, S = model.anchors, model.class_names, model.image_size
+print(anchors, "\\nclasses:", names, f"\\nimage size {S}; training settings: {model.metadata}")
 
 val = make_shapes(count=100, image_size=S, split="val")  # held out: not in the training stream
 val_ds = val.dataset(S, batch_size=50)
