@@ -145,6 +145,7 @@ def test_the_pages_voc_example_is_the_same_box(tmp_path):
     np.testing.assert_allclose(record.boxes, [[20 / H, 35 / W, 80 / H, 111 / W]], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_every_command_on_the_page_runs_and_writes_what_the_page_says(tmp_path, monkeypatch):
     commands = doc_commands()
     assert [c[3] for c in commands] == ["train", "train", "evaluate", "predict", "export"]
