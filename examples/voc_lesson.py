@@ -77,9 +77,9 @@ def main(argv=None):
     start = time.time()
     keras.utils.set_random_seed(0)
     train, val, test = load_data(args)
-    overrides = dict(weights="imagenet")
+    overrides = {"weights": "imagenet"}
     if args.smoke:
-        overrides = dict(weights=None, backbone="tiny", image_size=64, head_filters=32)
+        overrides = {"weights": None, "backbone": "tiny", "image_size": 64, "head_filters": 32}
         args.batch_size, args.stage1_epochs, args.stage2_epochs = 8, 1, 1
     detector = SSDDetector.from_preset("lesson_resnet34_224", class_names=train.class_names,
                                        metadata={"data": f"voc:{args.voc or SAMPLE}"}, **overrides)

@@ -33,7 +33,7 @@ COLOURS = {"mug": (230, 60, 40), "spoon": (40, 90, 230), "cat": (230, 60, 40), "
 
 def fenced_blocks(text, lang):
     """The contents of the ```lang blocks of a markdown text, in order."""
-    return [m.group(1) for m in re.finditer(rf"^```{lang}\n(.*?)^```$", text, re.S | re.M)]
+    return [m.group(1) for m in re.finditer(rf"^```{lang}\n(.*?)^```$", text, re.DOTALL | re.MULTILINE)]
 
 
 def doc_commands():
