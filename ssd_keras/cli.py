@@ -491,6 +491,8 @@ def cmd_evaluate(args):
 
 def cmd_predict(args):
     """Detect objects in `IMAGE`s; write `<name>.png` with boxes and `detections.json` to `--out`."""
+    import matplotlib.pyplot as plt
+
     from ssd_keras.inference import detect_files
     from ssd_keras.viz import show_detections
 
@@ -510,7 +512,9 @@ def cmd_predict(args):
         while stem in used:  # a/img.jpg and b/img.jpg must not overwrite each other's picture
             stem += "_"
         used.add(stem)
-        r["picture"] = str(show_detections(image, det, None, detector.class_names, path=out / f"{stem}.png"))
+        picture = out / f"{stem}.png"
+        plt.close(show_detections(image, det, None, detector.class_names, path=picture))
+        r["picture"] = str(picture)
         print(f"{r['image']}: {len(r['detections'])} objects -> {r['picture']}")
     payload = {"model": str(args.model), "box_format": "rel_yxyx; box_xyxy in pixels",
                "images": results, "skipped": [{"image": f, "reason": why} for f, why in skipped]}

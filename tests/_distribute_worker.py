@@ -4,6 +4,10 @@ TensorFlow initialises) and writes the losses and final weights to an .npz.
 
     python tests/_distribute_worker.py mirrored OUT.npz      # 2 logical CPU devices
     python tests/_distribute_worker.py multiworker OUT.npz   # TF_CONFIG names this worker
+    python tests/_distribute_worker.py restart OUT.npz BACKUP [STOP_STEP]
+        # TF_CONFIG names this worker; RESTART_EPOCHS epochs with BackupAndRestore in
+        # BACKUP/worker<index>; with STOP_STEP the process ends abruptly (os._exit, no
+        # clean-up, as if killed) after that many training steps, mid-epoch
 
 Both run `fit_one_cycle` (`model.fit`); under MultiWorkerMirroredStrategy it applies
 `ssd_keras.training.prepare_for_multi_worker` (see tests/test_distribute.py's docstring).
@@ -52,9 +56,13 @@ def build_model():
     return model
 
 
-def train(strategy=None):
-    """fit_one_cycle for one epoch (2 steps, global batch 8, SGD), validated on the same data
-    (so `evaluate` runs distributed too) → (history, weights, model)."""
+RESTART_EPOCHS = 3  # 6 steps; the restart test stops the workers after step 3 (mid-epoch 2)
+STOPPED = 17  # the exit status of a worker stopped by `StopAt`
+
+
+def train(strategy=None, epochs=1, callbacks=None):
+    """fit_one_cycle for `epochs` epochs (2 steps each, global batch 8, SGD), validated on the
+    same data (so `evaluate` runs distributed too) → (history, weights, model)."""
     import tensorflow as tf
 
     from ssd_keras import AnchorConfig, SSDLoss
@@ -68,16 +76,73 @@ def train(strategy=None):
     ds = ds.with_options(options)
     with strategy.scope():
         model = build_model()
-    hist = fit_one_cycle(model, ds, 1, 0.5, div=2, cut_div=2, val_ds=ds, optimizer="sgd",
-                         loss=SSDLoss(AnchorConfig.single_grid(2), NUM_CLASSES), verbose=0)
+    hist = fit_one_cycle(model, ds, epochs, 0.5, div=2, cut_div=2, val_ds=ds, optimizer="sgd",
+                         loss=SSDLoss(AnchorConfig.single_grid(2), NUM_CLASSES), verbose=0,
+                         callbacks=callbacks)
     return hist.history, [np.array(w) for w in model.get_weights()], model
 
 
-def main(mode, out):
+def stop_at(step):
+    """A callback that ends the process abruptly after `step` training steps (counted over the
+    whole run): no `on_train_end`, no clean-up, as a killed worker."""
+    import keras
+
+    class StopAt(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations.numpy()) >= step:
+                sys.stdout.flush()
+                os._exit(STOPPED)
+
+    return StopAt()
+
+
+def _patient_coordination_service(timeout_ms=300_000):
+    """Give the coordination service a heartbeat timeout of `timeout_ms` instead of TF's 10 s:
+    on a loaded 2-core CI machine a restarted worker missed heartbeats while the other was still
+    starting up, and both aborted ("Task ... heartbeat timeout"). Only this test helper does this
+    (MultiWorkerMirroredStrategy has no public setting for it)."""
+    from tensorflow.python.eager import context
+
+    ctx = context.context()
+    configure = ctx.configure_coordination_service
+
+    def patient(*args, **kwargs):
+        kwargs["heartbeat_timeout_in_ms"] = kwargs.get("heartbeat_timeout_in_ms") or timeout_ms
+        return configure(*args, **kwargs)
+
+    ctx.configure_coordination_service = patient
+
+
+def restart(out, backup, stop_step=None):
+    """One worker of the restart test: `RESTART_EPOCHS` epochs under MultiWorkerMirroredStrategy
+    with `BackupAndRestore` in a folder of this worker's own (Keras 3's callback writes the same
+    file names from every worker)."""
+    import json
+
+    import keras
+    import tensorflow as tf
+
+    _patient_coordination_service()
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
+    callbacks = [keras.callbacks.BackupAndRestore(os.path.join(backup, f"worker{index}"))]
+    if stop_step is not None:
+        callbacks.append(stop_at(int(stop_step)))  # after the backup callback, as a kill would be
+    history, weights, model = train(strategy, epochs=RESTART_EPOCHS, callbacks=callbacks)
+    np.savez(out, replicas=strategy.num_replicas_in_sync,
+             steps=int(model.optimizer.iterations.numpy()), epochs_run=len(history["loss"]),
+             **{k: np.asarray(v) for k, v in history.items()},
+             **{f"w{i}": w for i, w in enumerate(weights)})
+
+
+def main(mode, out, *rest):
     import keras
     import tensorflow as tf
 
     keras.config.disable_traceback_filtering()
+
+    if mode == "restart":
+        return restart(out, *rest)
 
     if mode == "mirrored":
         cpu = tf.config.list_physical_devices("CPU")[0]
@@ -96,4 +161,4 @@ def main(mode, out):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:])

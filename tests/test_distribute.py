@@ -72,23 +72,23 @@ def _free_ports(n):
     return ports
 
 
-@pytest.mark.slow
-def test_multiworker_fit_two_processes_match_one_device(tmp_path, reference):
+def _run_two_workers(tmp_path, name, args, expected=0, timeout=TIMEOUT):
+    """Two `_distribute_worker.py` processes on loopback (TF_CONFIG), `args(i)` the arguments of
+    worker i; waits for both and checks their exit status. Returns the workers' logs."""
     workers = [f"localhost:{p}" for p in _free_ports(2)]
-    procs, logs = [], [tmp_path / f"worker{i}.log" for i in range(2)]
+    procs, logs = [], [tmp_path / f"{name}{i}.log" for i in range(2)]
     for i in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}
         with open(logs[i], "w") as log:  # a file, not a pipe: nothing blocks on a full buffer
             procs.append(subprocess.Popen(
-                [sys.executable, str(HERE / "_distribute_worker.py"), "multiworker",
-                 str(tmp_path / f"worker{i}.npz")],
+                [sys.executable, str(HERE / "_distribute_worker.py"), *map(str, args(i))],
                 env=_env(TF_CONFIG=json.dumps(tf_config)),
                 stdout=log, stderr=subprocess.STDOUT))
     # A worker that fails leaves the other waiting in a collective: stop waiting then.
-    deadline = time.monotonic() + TIMEOUT
+    deadline = time.monotonic() + timeout
     try:
         while (any(p.poll() is None for p in procs) and time.monotonic() < deadline
-               and not any(p.poll() for p in procs)):
+               and not any(p.poll() not in (None, expected) for p in procs)):
             time.sleep(0.2)
     finally:
         for p in procs:
@@ -96,12 +96,51 @@ def test_multiworker_fit_two_processes_match_one_device(tmp_path, reference):
                 p.kill()
                 p.wait()
     for i, p in enumerate(procs):
-        assert p.returncode == 0, f"worker {i} (rc {p.returncode}):\n{logs[i].read_text()[-3000:]}"
+        assert p.returncode == expected, f"worker {i} (rc {p.returncode}):\n{logs[i].read_text()[-3000:]}"
+    return logs
+
+
+@pytest.mark.slow
+def test_multiworker_fit_two_processes_match_one_device(tmp_path, reference):
+    _run_two_workers(tmp_path, "worker", lambda i: ["multiworker", tmp_path / f"worker{i}.npz"])
     for i in range(2):
         result = np.load(tmp_path / f"worker{i}.npz")
         assert int(result["replicas"]) == 2
         assert result["multi_worker_overrides"]
         _check(result, reference)
+
+
+@pytest.mark.slow
+def test_multiworker_restart_continues_from_each_workers_backup(tmp_path):
+    """Both workers stop abruptly after step 3 of 6 (mid-epoch 2 of 3); restarted with the same
+    BackupAndRestore folders (one per worker), they continue from the end of epoch 1, run
+    epochs 2-3, and end at step 6 with the weights and losses of one uninterrupted run."""
+    epochs, steps_per_epoch = worker.RESTART_EPOCHS, worker.NUM_IMAGES // worker.GLOBAL_BATCH
+    history, weights, model = worker.train(epochs=epochs)  # one device, never stopped
+    assert int(model.optimizer.iterations.numpy()) == epochs * steps_per_epoch == 6
+    backup = tmp_path / "backup"
+
+    _run_two_workers(tmp_path, "first", lambda i: ["restart", tmp_path / f"first{i}.npz", backup, 3],
+                     expected=worker.STOPPED, timeout=2 * TIMEOUT)
+    for i in range(2):
+        assert not (tmp_path / f"first{i}.npz").exists()  # stopped before the end
+        folder = backup / f"worker{i}"
+        assert (folder / "latest.weights.h5").is_file()
+        # The last backup is from the end of epoch 1 (step 2); step 3 is lost with the process.
+        assert json.loads((folder / "training_metadata.json").read_text())["epoch"] == 1
+
+    _run_two_workers(tmp_path, "again", lambda i: ["restart", tmp_path / f"again{i}.npz", backup],
+                     timeout=2 * TIMEOUT)
+    for i in range(2):
+        result = np.load(tmp_path / f"again{i}.npz")
+        assert int(result["replicas"]) == 2
+        assert int(result["epochs_run"]) == epochs - 1  # epochs 2 and 3, from the backup
+        assert int(result["steps"]) == epochs * steps_per_epoch  # the same number of steps
+        for key in history:  # the resumed epochs' logs are the uninterrupted run's last ones
+            np.testing.assert_allclose(result[key], history[key][1:], rtol=1e-5, err_msg=key)
+        for j, w in enumerate(weights):
+            np.testing.assert_allclose(result[f"w{j}"], w, rtol=1e-4, atol=1e-6)
+        assert not (backup / f"worker{i}").exists()  # a finished run removes its backup
 
 
 def test_prepare_for_multi_worker_leaves_single_worker_models_alone():
