@@ -73,7 +73,6 @@ class ImagePreprocessing(layers.Layer):
 # ------------------------------------------------------------------------------------------
 
 
-@_register
 class FusedBatchNorm(layers.BatchNormalization):
     """`keras.layers.BatchNormalization` whose training-mode call is one fused kernel on TensorFlow.
 
@@ -88,8 +87,9 @@ class FusedBatchNorm(layers.BatchNormalization):
     config and same moving-statistics rule as Keras 3: `moving = momentum * moving +
     (1 - momentum) * batch`, with the biased batch variance (the kernel's Bessel-corrected
     variance is scaled back by (n - 1) / n). Weight files (`.weights.h5`) are interchangeable
-    with a `BatchNormalization` layer's; a `.keras` file records this class as
-    `ssd_keras>FusedBatchNorm`. Tested against `keras.layers.BatchNormalization` in
+    with a `BatchNormalization` layer's (Keras names a layer's weights in those files after
+    its class, so the class is called `BatchNormalization` there: see below); a `.keras`
+    file records this class as `ssd_keras>FusedBatchNorm`. Tested against `keras.layers.BatchNormalization` in
     tests/test_backbones.py.
     """
 
@@ -121,6 +121,13 @@ class FusedBatchNorm(layers.BatchNormalization):
         self.moving_variance.assign(tf.cast(self.moving_variance, "float32") * m + variance * (1.0 - m))
         return tf.cast(y, self.compute_dtype)
 
+
+# Keras' weight files (.weights.h5 and the weights inside .keras) key each layer by the
+# snake_case of its class's __name__ ("batch_normalization", "batch_normalization_1", ...),
+# not by the layer's name: keep Keras' class name so files saved with either class load into
+# the other. The registered name (the .keras config) stays "ssd_keras>FusedBatchNorm".
+FusedBatchNorm.__name__ = FusedBatchNorm.__qualname__ = "BatchNormalization"
+FusedBatchNorm = keras.saving.register_keras_serializable(package="ssd_keras", name="FusedBatchNorm")(FusedBatchNorm)
 
 #: build the bodies' batch norms as `FusedBatchNorm` (True) or Keras' `BatchNormalization`.
 #: Read when a body is built; `bench/train_step.py` measures both.
