@@ -13,7 +13,8 @@ Per image, as in the lesson:
   `weight=` as a plain factor).
 
 The whole batch is matched at once (`ssd_keras.matching.match_anchors`), so the loss runs
-under `tf.function` and XLA (`jit_compile=True`).
+under `tf.function` and XLA (`jit_compile=True`); `SSDLoss.fuse_with_xla` (opt-in) runs the
+matching and both terms as one nested XLA cluster.
 """
 
 from __future__ import annotations
@@ -64,53 +65,6 @@ def _in_xla_context():
         return bool(control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph()))
     except Exception:  # noqa: BLE001 - private API; fall back to building the checks
         return False
-
-
-def _classification_loss(logits, classes, num_classes, focal):
-    """Per-image `sum over anchors and classes of (focal-weighted) BCE / num_classes`, `[B]`.
-
-    The targets are the one-hot rows of `classes` (`[B, A]` int, `num_classes` = background,
-    all zeros). With binary targets t, BCE-with-logits(x, t) = softplus(z) with z = x (t=0)
-    or -x (t=1), and the focal weight is `(alpha t + (1 - alpha)(1 - t)) * sigmoid(z) ** gamma`
-    (1 - pt = sigmoid(z)), the lesson's `BCE_Loss` / `FocalLoss`.
-
-    Written for speed with the same values: one `exp` per logit gives both
-    softplus(z) = max(z, 0) + log1p(exp(-|z|)) and sigmoid(z), and the gradient is computed
-    in the same pass from them (d softplus / dz = sigmoid(z); for focal,
-    d[w sp s^g]/dz = w s^g (s + g sp (1 - s))), instead of TF's op-by-op backward that
-    recomputes the exponentials; no one-hot tensor and no multiply by it (a compare and a
-    select instead). The focal weight is differentiated, as in the lesson.
-    """
-    c = num_classes
-    is_target = tf.equal(tf.expand_dims(classes, -1), tf.range(c, dtype=classes.dtype))  # [B, A, C]
-
-    @tf.custom_gradient
-    def clas_loss(x):
-        z = tf.where(is_target, -x, x)
-        e = tf.exp(-tf.abs(z))
-        softplus = tf.maximum(z, 0.0) + tf.math.log1p(e)
-        sig = tf.where(z >= 0.0, 1.0, e) / (1.0 + e)  # sigmoid(z), stable both ways
-        if focal is None:
-            per, dz = softplus, sig
-        else:
-            alpha, gamma = focal
-            w = tf.where(is_target, alpha, 1.0 - alpha)
-            if gamma == 0:
-                per, dz = w * softplus, w * sig
-            else:
-                p = sig if gamma == 1 else tf.pow(sig, gamma)
-                wp = w * p
-                per = wp * softplus
-                dz = wp * (sig + gamma * softplus * (1.0 - sig))
-        value = tf.reduce_sum(per, axis=[-2, -1]) / c
-
-        def grad(upstream):  # upstream [B]
-            dx = tf.where(is_target, -dz, dz)
-            return dx * (upstream / c)[:, None, None]
-
-        return value, grad
-
-    return clas_loss(logits)
 
 
 @keras.saving.register_keras_serializable(package="ssd_keras")
@@ -188,6 +142,23 @@ class SSDLoss(keras.losses.Loss):
         self._check_shapes(y_true, y_pred)
         if self.validate and not _in_xla_context():
             y_true = self._check_values(y_true)
+        if not self.fuse_with_xla:
+            return self._parts(y_true, y_pred)
+        fused = self.__dict__.get("_xla_parts")
+        if fused is None:
+            fused = self.__dict__["_xla_parts"] = tf.function(self._parts, jit_compile=True, reduce_retracing=True)
+        return fused(y_true, y_pred)
+
+    #: Opt-in: run the matching and both loss terms as one nested XLA cluster
+    #: (`tf.function(jit_compile=True)` inside whatever runs the loss). Measured for issue 13
+    #: (bench/README.md): once compiled, ~1.8x faster than TF's op-by-op graph at batch 64 on
+    #: CPU, but the compile (forward + backward, once per input shape) took 286 s on the
+    #: shared 2-core machine at load 16, which a short CPU run never wins back; so off by
+    #: default. Set to True on the class or an instance.
+    fuse_with_xla = False
+
+    def _parts(self, y_true, y_pred):
+        """The loss's two parts from checked float32 inputs (see `components`)."""
         c = self.num_classes
         match = match_anchors(y_true, self.anchors, c, self.pos_threshold)
         positive = match["positive"]
@@ -204,7 +175,22 @@ class SSDLoss(keras.losses.Loss):
         loc = tf.math.divide_no_nan(tf.reduce_sum(l1, axis=-1), 4.0 * num_pos)
 
         # clas: BCE on the C object columns; background (id C) one-hots to all zeros.
-        clas = _classification_loss(logits, match["classes"], c, self.focal)
+        # With binary targets t, BCE-with-logits(x, t) = softplus(z), z = x (t=0) or -x
+        # (t=1): the same value as the lesson's, stable, and two cheap ops fwd and bwd.
+        # (A hand-written gradient sharing one exp between softplus and sigmoid was tried for
+        # issue 13: more element-wise ops, so slower op by op without XLA; see bench/README.md.)
+        targets = tf.one_hot(match["classes"], c, dtype=tf.float32)
+        z = logits * (1.0 - 2.0 * targets)
+        bce = tf.nn.softplus(z)
+        if self.focal is not None:
+            alpha, gamma = self.focal
+            # The lesson's weight: alpha t + (1 - alpha)(1 - t), times (1 - pt)^gamma where
+            # 1 - pt = 1 - sigmoid(x) (t=0) or sigmoid(x) (t=1) = sigmoid(z).
+            w = (1.0 - alpha) + (2.0 * alpha - 1.0) * targets
+            if gamma != 0:  # pow(0, 0) has a NaN gradient where sigmoid(z) underflows
+                w = w * tf.pow(tf.sigmoid(z), gamma)
+            bce = bce * w
+        clas = tf.reduce_sum(bce, axis=[-2, -1]) / c
         return {"loc": loc, "clas": clas}
 
     def call(self, y_true, y_pred):
