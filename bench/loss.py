@@ -107,7 +107,7 @@ def run(quick=True, focal=None, seed=0, use_gpu=False, torch_threads=1, tf_threa
     from ssd_keras.reference import lesson as lt
 
     kinds = [False] if (quick and focal is None) else ([False, True] if focal is None else [bool(focal)])
-    warmup, reps_tf, reps_torch = (2, 10, 3) if quick else (3, 50, 10)
+    warmup, reps_tf = (2, 10) if quick else (3, 40)
     anchors = AnchorConfig()
     y_true, y_pred, counts = voc_like_batch(seed, num_anchors=anchors.num_anchors)
     lesson_anchors = lt.make_anchors()
@@ -133,39 +133,136 @@ def run(quick=True, focal=None, seed=0, use_gpu=False, torch_threads=1, tf_threa
             return value.item(), leaf.grad
 
         ref_value = torch_step()[0]
-        ref = _time(torch_step, 1, reps_torch)
-        rows.append(dict(common, name="lesson ssd_loss, PyTorch per-image loop", loss=kind,
-                         framework=f"torch {torch.__version__} eager", **ref, speedup=1.0,
-                         speedup_best=1.0, cpu_speedup=1.0, rel_diff=0.0, repeats=reps_torch))
-
-        loss = SSDLoss(anchors, NUM_CLASSES, focal=(0.25, 1.0) if use_focal else None)
+        focal_arg = (0.25, 1.0) if use_focal else None
+        loss = SSDLoss(anchors, NUM_CLASSES, focal=focal_arg)
         yt, yp = tf.constant(y_true), tf.constant(y_pred)
 
-        def step(yt, yp):
-            with tf.GradientTape() as tape:
-                tape.watch(yp)
-                value = loss(yt, yp)
-            return value, tape.gradient(value, yp)
+        def make_step(loss):
+            def step(yt, yp):
+                with tf.GradientTape() as tape:
+                    tape.watch(yp)
+                    value = loss(yt, yp)
+                return value, tape.gradient(value, yp)
+            return step
 
+        step = make_step(loss)
         variants = [
             ("SSDLoss eager", step),
             ("SSDLoss tf.function", tf.function(step)),
             ("SSDLoss XLA (jit_compile=True)", tf.function(step, jit_compile=True)),
         ]
+        before = _loss_before()
+        if before is not None:
+            variants.append(("SSDLoss before issue 13 (e03d683), tf.function",
+                             tf.function(make_step(before.SSDLoss(anchors, NUM_CLASSES, focal=focal_arg)))))
+        values = {name: float(fn(yt, yp)[0]) for name, fn in variants}
+        timed = {"lesson": lambda: torch_step()}
         for name, fn in variants:
-            value = float(fn(yt, yp)[0])
-
-            def timed(fn=fn):
-                # .numpy() on the gradient: wait for the result (matters on GPU).
-                return fn(yt, yp)[1].numpy()
-
-            t = _time(timed, warmup, reps_tf)
+            # .numpy() on the gradient: wait for the result (matters on GPU).
+            timed[name] = lambda fn=fn: fn(yt, yp)[1].numpy()
+        # Interleaved rounds (lesson, eager, function, XLA, before, lesson, ...): a change in
+        # machine load hits every implementation alike.
+        t = _time_interleaved(timed, warmup, reps_tf)
+        ref = t.pop("lesson")
+        rows.append(dict(common, name="lesson ssd_loss, PyTorch per-image loop", loss=kind,
+                         framework=f"torch {torch.__version__} eager", **ref, speedup=1.0,
+                         speedup_best=1.0, cpu_speedup=1.0, rel_diff=0.0, repeats=reps_tf))
+        for name, tt in t.items():
             rows.append(dict(common, name=name, loss=kind, framework=f"tensorflow {tf.__version__}",
-                             **t, speedup=ref["ms_median"] / t["ms_median"],
-                             speedup_best=ref["ms_best"] / t["ms_best"],
-                             cpu_speedup=ref["cpu_ms_median"] / t["cpu_ms_median"],
-                             rel_diff=abs(value - ref_value) / abs(ref_value), repeats=reps_tf))
+                             **tt, speedup=ref["ms_median"] / tt["ms_median"],
+                             speedup_best=ref["ms_best"] / tt["ms_best"],
+                             cpu_speedup=ref["cpu_ms_median"] / tt["cpu_ms_median"],
+                             rel_diff=abs(values[name] - ref_value) / abs(ref_value), repeats=reps_tf))
+        common["load_average_end"] = os.getloadavg()[0]
     return rows
+
+
+def _loss_before():
+    """bench/_before/losses_e03d683.py (SSDLoss before this issue's changes), or None."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_before", "losses_e03d683.py")
+    if not os.path.exists(path):
+        return None
+    spec = importlib.util.spec_from_file_location("ssd_losses_before", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _time_interleaved(fns, warmup, rounds):
+    """`_time`'s numbers for each of `fns` ({name: fn}), timed in interleaved rounds."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    wall = {k: [] for k in fns}
+    cpu = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            fn()
+            wall[k].append(time.perf_counter() - start)
+            cpu[k].append(time.process_time() - start_cpu)
+    return {k: dict(ms_per_batch=1000 * float(np.median(wall[k])), ms_median=1000 * float(np.median(wall[k])),
+                    ms_best=1000 * min(wall[k]), cpu_ms_median=1000 * float(np.median(cpu[k])))
+            for k in fns}
+
+
+def profile(rounds=30, seed=0):
+    """Where the loss's time goes: its pieces under `tf.function`, timed interleaved (ms, median
+    and best), next to the element-wise floor (softplus / sigmoid fwd+bwd over the same
+    64 × 189 × 25 `y_pred`) and the lesson loop. Returns {piece: (median ms, best ms)}."""
+    import tensorflow as tf
+    import torch
+
+    torch.set_num_threads(1)
+    from ssd_keras import AnchorConfig, SSDLoss
+    from ssd_keras.matching import match_anchors
+    from ssd_keras.reference import lesson as lt
+
+    anchors, c = AnchorConfig(), NUM_CLASSES
+    y_true, y_pred, _ = voc_like_batch(seed, num_anchors=anchors.num_anchors)
+    yt, yp = tf.constant(y_true), tf.constant(y_pred)
+    before = _loss_before()
+
+    def grad_of(f):
+        def step(yt, yp):
+            with tf.GradientTape() as tape:
+                tape.watch(yp)
+                v = tf.reduce_sum(f(yt, yp))
+            return tape.gradient(v, yp)
+        return tf.function(step)
+
+    m = match_anchors(yt, anchors, c, 0.4)
+    classes = m["classes"]
+    pieces = {
+        "SSDLoss fwd+bwd (validate on)": grad_of(SSDLoss(anchors, c)),
+        "SSDLoss fwd+bwd (validate off)": grad_of(SSDLoss(anchors, c, validate=False)),
+        "before (e03d683) fwd+bwd": grad_of(before.SSDLoss(anchors, c)) if before else None,
+        "matching only (fwd; no gradient)": tf.function(lambda yt, yp: match_anchors(yt, anchors, c, 0.4)["classes"]),
+        "classification term fwd+bwd (given the matching)": grad_of(
+            lambda yt, yp: tf.nn.softplus(tf.split(yp, [4, c, 1], -1)[1]
+                                          * (1.0 - 2.0 * tf.one_hot(classes, c)))),
+        "floor: softplus fwd+bwd over y_pred": grad_of(lambda yt, yp: tf.nn.softplus(yp)),
+        "floor: exp fwd over y_pred": tf.function(lambda yt, yp: tf.exp(yp)),
+    }
+    pieces = {k: v for k, v in pieces.items() if v is not None}
+    targ, lesson_anchors, loss_f = lt.targets_from_y_true(y_true), lt.make_anchors(), lt.BCE_Loss(c)
+
+    def torch_step():
+        leaf, pred = lt.pred_from_y_pred(y_pred, requires_grad=True)
+        (lt.ssd_loss(pred, targ, lesson_anchors, loss_f) / BATCH).backward()
+
+    x = torch.tensor(y_pred, requires_grad=True)
+
+    def torch_softplus():
+        torch.nn.functional.softplus(x).sum().backward()
+
+    fns = {k: (lambda f=f: np.asarray(f(yt, yp))) for k, f in pieces.items()}
+    fns["lesson loop fwd+bwd (torch, 1 thread)"] = torch_step
+    fns["torch softplus fwd+bwd over y_pred (1 thread)"] = torch_softplus
+    t = _time_interleaved(fns, 2, rounds)
+    return {k: (v["ms_median"], v["ms_best"]) for k, v in t.items()}
 
 
 def markdown(rows):
@@ -206,7 +303,17 @@ def main(argv=None):
     p.add_argument("--torch-threads", type=int, default=1,
                    help="threads for the lesson's loop (default 1, its fastest; 0 = torch's default)")
     p.add_argument("--json", help="write the rows to this file")
+    p.add_argument("--profile", action="store_true",
+                   help="instead: time the loss's pieces and the element-wise floor, interleaved")
     args = p.parse_args(argv)
+    if args.profile:
+        load = os.getloadavg()[0]
+        res = profile()
+        print("| piece (batch 64, 189 anchors, 20 classes) | ms median | ms best |\n|---|---:|---:|")
+        for k, (med, best) in res.items():
+            print(f"| {k} | {med:.2f} | {best:.2f} |")
+        print(f"\nload average (1 min) before / after: {load:.1f} / {os.getloadavg()[0]:.1f}")
+        return res
     rows = run(quick=not args.full, focal=True if args.focal else None, seed=args.seed, use_gpu=args.gpu,
                torch_threads=args.torch_threads or None, tf_threads=args.tf_threads or None)
     print(markdown(rows))

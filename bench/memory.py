@@ -148,6 +148,66 @@ def run(cases="abc"):
     return rows
 
 
+# The CLI commands whose peak RSS `bench/run.py` reports (issue 13: memory must not grow with
+# the data set). Quick settings keep them to minutes on 2 busy cores; `full=True` runs the demo
+# as users run it and more training images.
+def cli_commands(out_dir, full=False):
+    """{case: argv after `python -m ssd_keras`}."""
+    demo = ["demo", "--out", os.path.join(out_dir, "demo")]
+    if not full:
+        demo += ["--epochs", "1", "--train-images", "1600", "--val-images", "100"]
+    train = ["train", "--data", "shapes", "--image-size", "224", "--weights", "none", "--epochs", "1",
+             "--val-split", "none", "--batch-size", "16", "--train-images", "2000" if full else "64",
+             "--out", os.path.join(out_dir, "train224")]
+    return {"demo": demo, "train --image-size 224 (shapes)": train}
+
+
+def cli_case(argv, env=None):
+    """Run `python -m ssd_keras ARGV` in a child; its wall time, peak RSS (the child's own
+    `ru_maxrss` from wait4), exit code, and the mAP line when it prints one."""
+    import re
+    import tempfile
+
+    env = dict(env or os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
+    with tempfile.TemporaryFile("w+") as log:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "ssd_keras", *argv], stdout=log, stderr=subprocess.STDOUT,
+                                env=env, cwd=ROOT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - t0
+        log.seek(0)
+        text = log.read()
+    m = re.search(r"mAP[^0-9]*([0-9.]+)", text)
+    row = {"bench": "memory", "command": "python -m ssd_keras " + " ".join(argv), "wall_s": round(wall, 1),
+           "peak_rss_mb": round(usage.ru_maxrss / 1024), "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+           "exit_code": proc.returncode, "map": float(m.group(1)) if m else None}
+    if proc.returncode:
+        row["error"] = text.strip().splitlines()[-1][:300] if text.strip() else f"exit {proc.returncode}"
+    return row
+
+
+def run_cli(quick=True, out_dir=None):
+    """Rows for `bench/run.py`: peak RSS and wall time of the demo and of `train --image-size 224`."""
+    import tempfile
+
+    out_dir = out_dir or tempfile.mkdtemp(prefix="ssd_bench_")
+    rows = []
+    for case, argv in cli_commands(out_dir, full=not quick).items():
+        r = cli_case(argv)
+        notes = f"`{r['command']}`; {r['wall_s']:.0f} s wall, {r['cpu_s']:.0f} CPU s"
+        if r["map"] is not None:
+            notes += f"; mAP {r['map']:.3f}"
+        rows.append({"bench": "memory", "case": f"{case}: peak RSS", "value": r["peak_rss_mb"], "unit": "MB",
+                     "notes": notes, "error": r.get("error"), "raw": r})
+    return rows
+
+
+def run_for_bench(quick=True, **_):
+    return run_cli(quick)
+
+
 def markdown(rows):
     out = ["| case | first batch s | 20 batches s | img/s after | CPU ms/img | RSS data MB | peak RSS MB |",
            "|---|---|---|---|---|---|---|"]

@@ -55,6 +55,17 @@ def _cpu_mhz() -> float | None:
     return None
 
 
+#: /proc/cpuinfo flags that decide TensorFlow's and PyTorch's CPU kernels (oneDNN's ISA, bf16).
+VECTOR_FLAGS = {"avx2": "AVX2", "fma": "FMA", "avx512f": "AVX-512", "avx512_vnni": "AVX512-VNNI",
+                "avx_vnni": "AVX-VNNI", "avx512_bf16": "AVX512-BF16", "amx_tile": "AMX"}
+
+
+def vector_extensions() -> list[str]:
+    """The CPU's vector extensions among `VECTOR_FLAGS`, e.g. ['AVX2', 'FMA']."""
+    flags = _cpu_flags()
+    return [name for flag, name in VECTOR_FLAGS.items() if flag in flags]
+
+
 def usable_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -118,6 +129,7 @@ def machine_info() -> dict:
             "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
             "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
         },
+        "vector_extensions": vector_extensions(),
         "tf_onednn": _tf_onednn(),
         "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
         "command": " ".join([os.path.basename(sys.executable)] + sys.argv),

@@ -16,6 +16,7 @@ Benchmarks (each a module here with `run(quick=True) -> list[dict]` and its own 
 | `train_step` | Keras `fit` img/s (±XLA, ±mixed precision) vs the lesson's model in torch | ≥ 1.2× torch, ≥ 60 % of peak |
 | `pipeline` | `tf.data` img/s (VOC sample, shapes; with augmentation) vs the training step | ≥ 5× |
 | `inference` | `predict` img/s, decode + NMS share, batch-1 latency | NMS ≤ 5 % |
+| `memory` | peak RSS (and wall time, mAP) of `python -m ssd_keras demo` and of `train --image-size 224` on shapes, each a child process | O(batch) |
 
 The device is whatever TensorFlow picks (a GPU when there is one: the same command gives the
 GPU table); PyTorch uses CUDA when it has it. Results are written as
@@ -40,7 +41,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-BENCHMARKS = ("peak", "loss", "train_step", "pipeline", "inference")
+BENCHMARKS = ("peak", "loss", "train_step", "pipeline", "inference", "memory")
 
 
 def _call_run(module, quick, **kwargs):
@@ -48,6 +49,16 @@ def _call_run(module, quick, **kwargs):
     params = inspect.signature(module.run).parameters
     accepted = {k: v for k, v in kwargs.items() if k in params and v is not None}
     return module.run(quick=quick, **accepted)
+
+
+class _MemoryBench:
+    """bench/memory.py's CLI cases behind the common `run(quick=...)`."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def run(self, quick=True):
+        return self.module.run_cli(quick)
 
 
 # --------------------------------------------------------------------------------------------
@@ -160,13 +171,17 @@ def markdown_report(rows, machine, args_line, elapsed_s):
         "",
         f"- command: `{args_line}` ({elapsed_s / 60:.1f} min)",
         f"- device: {m['device']}; CPU: {m['cpu']}, {m['cores']} cores"
-        + (f" @ {m['cpu_mhz']:.0f} MHz" if m.get("cpu_mhz") else ""),
+        + (f" @ {m['cpu_mhz']:.0f} MHz" if m.get("cpu_mhz") else "")
+        + f"; vector extensions: {', '.join(m.get('vector_extensions') or []) or 'none found'}"
+        + ("" if any(v in (m.get("vector_extensions") or []) for v in ("AVX-512", "AVX512-VNNI", "AVX-VNNI", "AMX"))
+           else " (no AVX-512 / VNNI / AMX: TensorFlow leaves oneDNN off by default)"),
         f"- TensorFlow {m['tensorflow']}, Keras {m['keras']}, torch {m.get('torch')}, numpy {m['numpy']}, "
         f"Python {m['python']}; TF threads intra/inter {m['tf_threads']['intra_op']}/{m['tf_threads']['inter_op']} "
         f"(0 = all cores), torch threads {m.get('torch_threads')}; TF oneDNN kernels "
         f"{'on' if m.get('tf_onednn') else 'off'} (TF_ENABLE_ONEDNN_OPTS={m.get('TF_ENABLE_ONEDNN_OPTS')})",
         f"- load average (1 min) at start / end: {_fmt(m.get('load_avg_start'))} / {_fmt(m.get('load_avg_end'))}"
-        " (other processes on the machine; > cores means the numbers are noisy)",
+        " (other processes on the machine; > cores means the numbers are noisy); at the start of each benchmark: "
+        + ", ".join(f"{k} {_fmt(v)}" for k, v in (m.get("load_avg_per_bench") or {}).items()),
         "",
         "",
     ]
@@ -201,8 +216,11 @@ def main(argv=None):
     for name in names:
         t0 = time.perf_counter()
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        machine.setdefault("load_avg_per_bench", {})[name] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         try:
             module = importlib.import_module(name)
+            if name == "memory":
+                module = _MemoryBench(module)
             kwargs = {"use_gpu": gpu, "mixed_precision": args.mixed_precision, "batch_size": args.batch_size,
                       "peak_gflops": peak_gflops,
                       "only": args.train_cases.split(",") if (name == "train_step" and args.train_cases) else None}

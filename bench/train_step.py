@@ -48,7 +48,12 @@ NUM_CLASSES = 20
 IMAGE_SIZE = 224
 MAX_BOXES = 20
 
-KERAS_CASES = ("keras", "keras-xla", "keras-onednn", "keras-eigen", "keras-mp", "keras-xla-mp")
+KERAS_CASES = ("keras", "keras-xla", "keras-onednn", "keras-eigen", "keras-mp", "keras-xla-mp",
+               # the same with Keras 3's own (unfused) BatchNormalization in the bodies ("-kbn") or
+               # with `ssd_keras.backbones.FusedBatchNorm` ("-fbn"); without either, the default
+               # of `backbones.FUSED_BN` (env SSD_KERAS_FUSED_BN).
+               "keras-kbn", "keras-xla-kbn", "keras-onednn-kbn", "keras-eigen-kbn",
+               "keras-fbn", "keras-xla-fbn", "keras-onednn-fbn", "keras-eigen-fbn")
 TORCH_CASES = ("torch-eager", "torch-channels-last", "torch-compile", "torch-mp")
 ALL_CASES = KERAS_CASES + TORCH_CASES
 
@@ -121,14 +126,21 @@ def mixed_policy_name():
     return "mixed_float16" if _device_kind() == "gpu" else "mixed_bfloat16"
 
 
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
+
+
 class KerasRunner:
     """`build_ssd` + `SSDLoss` compiled once; `time(steps)` runs `model.fit` for that many steps."""
 
-    def __init__(self, batch_size, jit_compile=False, mixed_precision=False, seed=0):
+    def __init__(self, batch_size, jit_compile=False, mixed_precision=False, seed=0, fused_bn=None):
         import keras
         import tensorflow as tf
 
-        from ssd_keras import AnchorConfig
+        from ssd_keras import AnchorConfig, backbones
         from ssd_keras.losses import SSDLoss
         from ssd_keras.model import build_ssd
 
@@ -138,7 +150,14 @@ class KerasRunner:
         try:
             keras.utils.set_random_seed(seed)
             anchors = AnchorConfig()
-            self.model = build_ssd(NUM_CLASSES, anchors, backbone="resnet34", weights=None, image_size=IMAGE_SIZE)
+            default_fused = backbones.FUSED_BN
+            if fused_bn is not None:
+                backbones.FUSED_BN = bool(fused_bn)
+            try:
+                self.model = build_ssd(NUM_CLASSES, anchors, backbone="resnet34", weights=None, image_size=IMAGE_SIZE)
+            finally:
+                backbones.FUSED_BN = default_fused
+            self.fused_bn = any(isinstance(layer, backbones.FusedBatchNorm) for layer in _all_layers(self.model))
         finally:
             # The policy is read when layers are built; restore it so nothing else is affected.
             keras.mixed_precision.set_global_policy(old_policy)
@@ -178,7 +197,7 @@ class KerasRunner:
         return marks[-1] - marks[0]
 
     def info(self):
-        return {"policy": self.policy, "final_loss": self.loss, "onednn": onednn_enabled()}
+        return {"policy": self.policy, "final_loss": self.loss, "onednn": onednn_enabled(), "fused_bn": self.fused_bn}
 
     def forward_flops(self):
         return keras_conv_flops(self.model)
@@ -310,10 +329,12 @@ class SubprocessKerasRunner:
     interleaved timing rounds.
     """
 
-    def __init__(self, batch_size, onednn):
+    def __init__(self, batch_size, onednn, fused_bn=None):
         import subprocess
 
         env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="1" if onednn else "0")
+        if fused_bn is not None:
+            env["SSD_KERAS_FUSED_BN"] = "1" if fused_bn else "0"
         self.proc = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--worker", "--batch-size", str(batch_size)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
@@ -372,18 +393,22 @@ def default_cases(mixed_precision=False, quick=True):
     """All cases but the mixed-precision ones (unless asked), the oneDNN setting already in use,
     and, when `quick`, `torch-compile` (inductor compiles C++ for minutes on 2 cores)."""
     skip = {"keras-onednn" if onednn_enabled() else "keras-eigen"}
+    skip |= {c for c in KERAS_CASES if c.endswith("-fbn") or c.endswith("-kbn")}  # the BN lever: ask with --only
     if quick:
         skip.add("torch-compile")
     if _device_kind() == "gpu":
-        skip |= {"keras-onednn", "keras-eigen"}  # CPU kernels only
+        skip |= {c for c in KERAS_CASES if "onednn" in c or "eigen" in c}  # CPU kernels only
     return [c for c in ALL_CASES if c not in skip and (mixed_precision or not c.endswith("mp"))]
 
 
 def _make_runner(case, batch_size):
-    if case in ("keras-onednn", "keras-eigen"):
-        return SubprocessKerasRunner(batch_size, onednn=case == "keras-onednn")
+    tokens = case.split("-")
+    fused_bn = True if "fbn" in tokens else (False if "kbn" in tokens else None)
+    if "onednn" in tokens or "eigen" in tokens:
+        return SubprocessKerasRunner(batch_size, onednn="onednn" in tokens, fused_bn=fused_bn)
     if case.startswith("keras"):
-        return KerasRunner(batch_size, jit_compile="xla" in case, mixed_precision=case.endswith("mp"))
+        return KerasRunner(batch_size, jit_compile="xla" in tokens, mixed_precision=case.endswith("mp"),
+                           fused_bn=fused_bn)
     mode = {"torch-eager": "eager", "torch-channels-last": "channels_last",
             "torch-compile": "compile", "torch-mp": "mp"}[case]
     return TorchRunner(batch_size, mode)

@@ -73,9 +73,71 @@ class ImagePreprocessing(layers.Layer):
 # ------------------------------------------------------------------------------------------
 
 
+class FusedBatchNorm(layers.BatchNormalization):
+    """`keras.layers.BatchNormalization` whose training-mode call is one fused kernel on TensorFlow.
+
+    Keras 3 computes a training-mode batch norm as `moments` + `batch_normalization`: several
+    passes over the activation forward and more backward. This layer runs the same
+    computation as TensorFlow's `FusedBatchNormV3` (one kernel forward, `FusedBatchNormGradV3`
+    backward: what `tf.keras` 2 did) for 4-D channels-last float inputs in training mode.
+    Everything else (inference mode, frozen layers, other ranks or axes, masks, renorm, other
+    backends) is the parent's code path.
+
+    Same weights (`gamma, beta, moving_mean, moving_variance`, same names and order), same
+    config and same moving-statistics rule as Keras 3: `moving = momentum * moving +
+    (1 - momentum) * batch`, with the biased batch variance (the kernel's Bessel-corrected
+    variance is scaled back by (n - 1) / n). Weight files (`.weights.h5`) are interchangeable
+    with a `BatchNormalization` layer's (Keras names a layer's weights in those files after
+    its class, so the class is called `BatchNormalization` there: see below); a `.keras`
+    file records this class as `ssd_keras>FusedBatchNorm`. Tested against `keras.layers.BatchNormalization` in
+    tests/test_backbones.py.
+    """
+
+    def _fused_ok(self, inputs, training, mask):
+        return (
+            training and self.trainable and mask is None and not self.renorm
+            and keras.backend.backend() == "tensorflow" and len(inputs.shape) == 4
+            and self.axis in (-1, 3) and self.scale and self.center
+        )
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fused_ok(inputs, training, mask):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        x = tf.cast(inputs, "float32")
+        y, mean, var_unbiased, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+            x=x, scale=tf.cast(self.gamma, "float32"), offset=tf.cast(self.beta, "float32"),
+            mean=tf.zeros([0], "float32"), variance=tf.zeros([0], "float32"),
+            epsilon=self.epsilon, exponential_avg_factor=1.0, data_format="NHWC", is_training=True,
+        )
+        # The kernel returns the unbiased variance (for PyTorch-style running stats); Keras 3
+        # averages the biased one.
+        shape = tf.shape(x)
+        n = tf.cast(shape[0] * shape[1] * shape[2], "float32")
+        variance = var_unbiased * ((n - 1.0) / tf.maximum(n, 1.0))
+        m = self.momentum
+        self.moving_mean.assign(tf.cast(self.moving_mean, "float32") * m + mean * (1.0 - m))
+        self.moving_variance.assign(tf.cast(self.moving_variance, "float32") * m + variance * (1.0 - m))
+        return tf.cast(y, self.compute_dtype)
+
+
+# Keras' weight files (.weights.h5 and the weights inside .keras) key each layer by the
+# snake_case of its class's __name__ ("batch_normalization", "batch_normalization_1", ...),
+# not by the layer's name: keep Keras' class name so files saved with either class load into
+# the other. The registered name (the .keras config) stays "ssd_keras>FusedBatchNorm".
+FusedBatchNorm.__name__ = FusedBatchNorm.__qualname__ = "BatchNormalization"
+FusedBatchNorm = keras.saving.register_keras_serializable(package="ssd_keras", name="FusedBatchNorm")(FusedBatchNorm)
+
+#: build the bodies' batch norms as `FusedBatchNorm` (True) or Keras' `BatchNormalization`.
+#: Read when a body is built; `bench/train_step.py` measures both.
+FUSED_BN = os.environ.get("SSD_KERAS_FUSED_BN", "1") != "0"
+
+
 def _bn(name):
     # PyTorch BatchNorm2d defaults: eps 1e-5, momentum 0.1 (= Keras momentum 0.9).
-    return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
+    cls = FusedBatchNorm if FUSED_BN else layers.BatchNormalization
+    return cls(momentum=0.9, epsilon=1e-5, name=name)
 
 
 def _conv(x, filters, kernel, stride, pad, name):

@@ -13,7 +13,8 @@ Per image, as in the lesson:
   `weight=` as a plain factor).
 
 The whole batch is matched at once (`ssd_keras.matching.match_anchors`), so the loss runs
-under `tf.function` and XLA (`jit_compile=True`).
+under `tf.function` and XLA (`jit_compile=True`); `SSDLoss.fuse_with_xla` (opt-in) runs the
+matching and both terms as one nested XLA cluster.
 """
 
 from __future__ import annotations
@@ -140,6 +141,23 @@ class SSDLoss(keras.losses.Loss):
         self._check_shapes(y_true, y_pred)
         if self.validate and not _in_xla_context():
             y_true = self._check_values(y_true)
+        if not self.fuse_with_xla:
+            return self._parts(y_true, y_pred)
+        fused = self.__dict__.get("_xla_parts")
+        if fused is None:
+            fused = self.__dict__["_xla_parts"] = tf.function(self._parts, jit_compile=True, reduce_retracing=True)
+        return fused(y_true, y_pred)
+
+    #: Opt-in: run the matching and both loss terms as one nested XLA cluster
+    #: (`tf.function(jit_compile=True)` inside whatever runs the loss). Measured for issue 13
+    #: (bench/README.md): once compiled, ~1.8x faster than TF's op-by-op graph at batch 64 on
+    #: CPU, but the compile (forward + backward, once per input shape) took 286 s on the
+    #: shared 2-core machine at load 16, which a short CPU run never wins back; so off by
+    #: default. Set to True on the class or an instance.
+    fuse_with_xla = False
+
+    def _parts(self, y_true, y_pred):
+        """The loss's two parts from checked float32 inputs (see `components`)."""
         c = self.num_classes
         match = match_anchors(y_true, self.anchors, c, self.pos_threshold)
         positive = match["positive"]
@@ -158,6 +176,8 @@ class SSDLoss(keras.losses.Loss):
         # clas: BCE on the C object columns; background (id C) one-hots to all zeros.
         # With binary targets t, BCE-with-logits(x, t) = softplus(z), z = x (t=0) or -x
         # (t=1): the same value as the lesson's, stable, and two cheap ops fwd and bwd.
+        # (A hand-written gradient sharing one exp between softplus and sigmoid was tried for
+        # issue 13: more element-wise ops, so slower op by op without XLA; see bench/README.md.)
         targets = tf.one_hot(match["classes"], c, dtype=tf.float32)
         z = logits * (1.0 - 2.0 * targets)
         bce = tf.nn.softplus(z)
@@ -225,30 +245,39 @@ class SSDLoss(keras.losses.Loss):
         ordered = (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
         cls_ok = (cls == tf.round(cls)) & (cls >= -1) & (cls < self.num_classes)
         c = self.num_classes
-        checks = [
-            tf.debugging.Assert(
-                tf.reduce_all(cls_ok),
-                [f"SSDLoss: y_true class ids must be integers in [0, {c}) or -1 for padding; "
-                 "got", tf.boolean_mask(cls, ~cls_ok)],
-            ),
-            tf.debugging.Assert(
-                tf.reduce_all(finite | ~valid),
-                ["SSDLoss: y_true has NaN or infinite box coordinates in rows",
-                 tf.where(~finite & valid)],
-            ),
-            tf.debugging.Assert(
-                tf.reduce_all(inside | ~valid | ~finite),
-                ["SSDLoss: y_true box coordinates outside [0, 1] (relative yxyx boxes expected); "
-                 "boxes", tf.boolean_mask(boxes, ~inside & valid)],
-            ),
-            tf.debugging.Assert(
-                tf.reduce_all(ordered | ~valid | ~finite),
-                ["SSDLoss: y_true has boxes with ymax <= ymin or xmax <= xmin "
-                 "(yxyx order (ymin, xmin, ymax, xmax) expected); boxes",
-                 tf.boolean_mask(boxes, ~ordered & valid)],
-            ),
-        ]
-        with tf.control_dependencies(checks):
+
+        def fail():
+            # Built only on the failing branch: the happy path pays for one reduction, not
+            # for the boolean_masks that make the messages.
+            checks = [
+                tf.debugging.Assert(
+                    tf.reduce_all(cls_ok),
+                    [f"SSDLoss: y_true class ids must be integers in [0, {c}) or -1 for padding; "
+                     "got", tf.boolean_mask(cls, ~cls_ok)],
+                ),
+                tf.debugging.Assert(
+                    tf.reduce_all(finite | ~valid),
+                    ["SSDLoss: y_true has NaN or infinite box coordinates in rows",
+                     tf.where(~finite & valid)],
+                ),
+                tf.debugging.Assert(
+                    tf.reduce_all(inside | ~valid | ~finite),
+                    ["SSDLoss: y_true box coordinates outside [0, 1] (relative yxyx boxes expected); "
+                     "boxes", tf.boolean_mask(boxes, ~inside & valid)],
+                ),
+                tf.debugging.Assert(
+                    tf.reduce_all(ordered | ~valid | ~finite),
+                    ["SSDLoss: y_true has boxes with ymax <= ymin or xmax <= xmin "
+                     "(yxyx order (ymin, xmin, ymax, xmax) expected); boxes",
+                     tf.boolean_mask(boxes, ~ordered & valid)],
+                ),
+            ]
+            with tf.control_dependencies(checks):
+                return tf.constant(False)
+
+        row_ok = cls_ok & ((finite & inside & ordered) | ~valid)
+        ok = tf.cond(tf.reduce_all(row_ok), lambda: tf.constant(True), fail)
+        with tf.control_dependencies([ok]):
             return tf.identity(y_true)
 
     # -- serialisation -------------------------------------------------------------------

@@ -302,3 +302,109 @@ def test_argument_errors():
     with pytest.raises(ValueError, match="no layer named 'backbone'"):
         layer_groups(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)], name="m"))
     assert backbones.BACKBONES == ("resnet34", "resnet50", "mobilenetv2", "tiny")
+
+
+# --- FusedBatchNorm: the same layer as keras.layers.BatchNormalization, one kernel ---------------
+
+
+def _bn_pair(channels=6, seed=0, **kwargs):
+    """A Keras BatchNormalization and a FusedBatchNorm with the same (random) weights."""
+    rng = np.random.default_rng(seed)
+    kw = dict(momentum=0.9, epsilon=1e-5, **kwargs)
+    ref, fused = keras.layers.BatchNormalization(**kw), backbones.FusedBatchNorm(**kw)
+    for layer in (ref, fused):
+        layer.build((None, 5, 7, channels))
+    values = [rng.normal(size=channels), rng.normal(size=channels), rng.normal(size=channels),
+              rng.uniform(0.5, 2.0, channels)]
+    for layer in (ref, fused):
+        layer.set_weights([v.astype("float32") for v in values])
+    return ref, fused
+
+
+@pytest.mark.parametrize("mode", ["eager", "function"])
+def test_fused_batch_norm_equals_keras_in_training(mode):
+    import tensorflow as tf
+
+    ref, fused = _bn_pair()
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.normal(2.0, 3.0, (4, 5, 7, 6)).astype("float32"))
+    upstream = tf.constant(rng.normal(size=(4, 5, 7, 6)).astype("float32"))
+    results = []
+    for layer in (ref, fused):
+
+        def step(x, layer=layer):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x, training=True)
+                s = tf.reduce_sum(y * upstream)
+            return y, tape.gradient(s, [x, layer.gamma, layer.beta])
+
+        fn = tf.function(step) if mode == "function" else step
+        y, grads = fn(x)
+        y, grads = fn(x)  # twice: the moving statistics move twice
+        results.append((y.numpy(), [g.numpy() for g in grads], [w.numpy() for w in layer.weights]))
+    (y0, g0, w0), (y1, g1, w1) = results
+    np.testing.assert_allclose(y1, y0, rtol=1e-5, atol=1e-5)
+    for a, b in zip(g1, g0):  # dx, dgamma, dbeta
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(b).max())
+    # Moving mean / variance: Keras 3's rule (momentum 0.9, biased batch variance).
+    for a, b in zip(w1, w0):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # And by hand, from the batch: m <- 0.9 m + 0.1 batch (applied twice with the same batch).
+    xm = x.numpy().reshape(-1, 6).astype(np.float64)
+    _, fresh = _bn_pair()
+    m0, v0 = fresh.moving_mean.numpy(), fresh.moving_variance.numpy()
+    np.testing.assert_allclose(w1[2], 0.81 * m0 + 0.19 * xm.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(w1[3], 0.81 * v0 + 0.19 * xm.var(0), rtol=1e-5, atol=1e-6)
+
+
+def test_fused_batch_norm_inference_and_frozen_use_moving_stats():
+    import tensorflow as tf
+
+    ref, fused = _bn_pair()
+    x = tf.constant(np.random.default_rng(2).normal(size=(3, 5, 7, 6)).astype("float32"))
+    np.testing.assert_allclose(fused(x, training=False), ref(x, training=False), rtol=1e-6, atol=1e-6)
+    before = [w.numpy() for w in fused.weights]
+    fused.trainable = ref.trainable = False  # frozen: inference mode even when training
+    np.testing.assert_allclose(fused(x, training=True), ref(x, training=True), rtol=1e-6, atol=1e-6)
+    for a, b in zip(fused.weights, before):
+        np.testing.assert_array_equal(a.numpy(), b)
+
+
+def test_fused_batch_norm_other_ranks_fall_back():
+    ref = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+    fused = backbones.FusedBatchNorm(momentum=0.9, epsilon=1e-5)
+    x = np.random.default_rng(3).normal(size=(8, 6)).astype("float32")
+    np.testing.assert_allclose(fused(x, training=True), ref(x, training=True), rtol=1e-5, atol=1e-6)
+
+
+def test_bodies_use_fused_batch_norm_and_files_interchange(tmp_path, monkeypatch):
+    """Weights saved with Keras' BatchNormalization load into FusedBatchNorm bodies and back;
+    a whole .keras model saved with either loads and predicts the same."""
+    monkeypatch.setattr(backbones, "FUSED_BN", False)
+    plain = get_backbone("tiny", input_shape=(32, 32, 3))
+    monkeypatch.setattr(backbones, "FUSED_BN", True)
+    fused = get_backbone("tiny", input_shape=(32, 32, 3))
+    bns = [layer for layer in fused.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bns and all(type(layer) is backbones.FusedBatchNorm for layer in bns)
+    assert not any(isinstance(layer, backbones.FusedBatchNorm) for layer in plain.layers)
+    assert [w.path for w in plain.weights] == [w.path for w in fused.weights]
+    rng = np.random.default_rng(4)
+    plain.set_weights([rng.normal(size=w.shape).astype("float32") if "variance" not in w.path
+                       else rng.uniform(0.5, 2, w.shape).astype("float32") for w in plain.weights])
+    x = rng.uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    plain.save_weights(tmp_path / "plain.weights.h5")
+    fused.load_weights(tmp_path / "plain.weights.h5")
+    np.testing.assert_allclose(fused(x, training=False), plain(x, training=False), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fused(x, training=True), plain(x, training=True), rtol=1e-4, atol=1e-4)
+    fused.save_weights(tmp_path / "fused.weights.h5")
+    monkeypatch.setattr(backbones, "FUSED_BN", False)
+    again = get_backbone("tiny", input_shape=(32, 32, 3))
+    again.load_weights(tmp_path / "fused.weights.h5")
+    for a, b in zip(again.weights, fused.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    for model, name in ((plain, "plain.keras"), (fused, "fused.keras")):
+        model.save(tmp_path / name)
+        loaded = keras.saving.load_model(tmp_path / name)
+        assert type(loaded.get_layer(bns[0].name)) is type(model.get_layer(bns[0].name))
+        np.testing.assert_allclose(loaded(x, training=False), model(x, training=False), rtol=1e-6, atol=1e-6)

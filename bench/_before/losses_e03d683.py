@@ -1,0 +1,301 @@
+# SSDLoss as it was at e03d683 (before issue 13's loss work), kept for side-by-side timing in
+# bench/loss.py; Keras registration removed so it can live next to the current class.
+"""The lesson's SSD loss (`ssd_1_loss` + `BCE_Loss` / `FocalLoss`) as a Keras loss.
+
+Per image, as in the lesson:
+
+* **loc**: L1 between the decoded boxes of the positive anchors
+  (`activations_to_boxes(y_pred[..., :4])`) and the boxes of the objects they are matched to,
+  averaged over positive anchors × 4 coordinates (0 for an image without objects);
+* **clas**: binary cross-entropy with logits against one-hot targets with the background
+  column dropped (a background anchor's target is all zeros), summed over anchors and
+  classes, divided by `num_classes`; with `focal=(alpha, gamma)` each term is weighted by
+  `(alpha * t + (1 - alpha) * (1 - t)) * (1 - pt) ** gamma` (the lesson's `FocalLoss`). The
+  weight is differentiated, as in the focal-loss paper and in the lesson (torch 0.3 treated
+  `weight=` as a plain factor).
+
+The whole batch is matched at once (`ssd_keras.matching.match_anchors`), so the loss runs
+under `tf.function` and XLA (`jit_compile=True`).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import keras
+import tensorflow as tf
+
+from ssd_keras.anchors import AnchorConfig
+from ssd_keras.boxes import activations_to_boxes
+from ssd_keras.matching import match_anchors
+
+#: the lesson's focal-loss parameters (`alpha, gamma = 0.25, 1`).
+LESSON_FOCAL = (0.25, 1.0)
+
+
+def parse_focal(focal):
+    """The one reading of a focal-loss setting: None/False → None (BCE); True or `()` → the
+    lesson's `(0.25, 1.0)`; `(alpha, gamma)` → floats, with `0 <= alpha <= 1`, `gamma >= 0`
+    (finite). Raises ValueError otherwise (the CLI's `--focal` uses it too)."""
+    if focal is None or focal is False:
+        return None
+    if focal is True or (isinstance(focal, (list, tuple)) and len(focal) == 0):
+        return LESSON_FOCAL
+    try:
+        alpha, gamma = (float(v) for v in focal)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"focal must be None, True (the lesson's (0.25, 1.0)) or (alpha, gamma), got {focal!r}"
+        ) from None
+    if not 0.0 <= alpha <= 1.0 or not 0.0 <= gamma < math.inf:
+        raise ValueError(f"focal=(alpha, gamma) needs 0 <= alpha <= 1 and 0 <= gamma < inf, got {focal!r}")
+    return (alpha, gamma)
+
+
+def _in_xla_context():
+    """True while tracing for XLA (`jit_compile=True`), where TF drops Assert ops anyway.
+
+    Skipping the checks there saves their cost and TF's "Ignoring Assert operator" warnings.
+    Uses a private TF helper; if it moves, the checks are simply built (and ignored by XLA).
+    """
+    try:
+        from tensorflow.python.framework import ops
+        from tensorflow.python.ops import control_flow_util
+
+        return bool(control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph()))
+    except Exception:  # noqa: BLE001 - private API; fall back to building the checks
+        return False
+
+
+
+class SSDLoss(keras.losses.Loss):
+    """SSD loss of fastai lesson 9: L1 location loss + BCE (or focal) classification loss.
+
+    Args:
+        anchors: the `AnchorConfig` of the model (or its config dict; `None` = default).
+        num_classes: number of object classes `C` (without background).
+        pos_threshold: anchors matched with IoU above this are positive (lesson: 0.4).
+        focal: `None` for BCE, `(alpha, gamma)` for focal loss, `True` for the lesson's
+            `(0.25, 1.0)`.
+        validate: check `y_true` in the graph (see below). Cheap; turn off only for speed
+            measurements.
+        loc_weight: the loss is `loc_weight * loc + clas` (lesson: 1). The lesson's `loc` is a
+            mean over positive anchors' coordinates (~0.05-0.1) while `clas` sums over all
+            anchors (~1-10), so the shared features learn mostly from `clas`. A larger weight
+            was worse in the CLI demo's from-scratch runs (held-out mAP 0.55 -> 0.39 with 10,
+            0.13 with 50; 0.73 -> 0.18 with 4 under focal loss), so the default is the
+            lesson's. The logged `loc` and `clas` stay unweighted.
+        reduction, name, dtype: as for any `keras.losses.Loss`.
+
+    `y_true`: `[B, M, 5]` float rows `(ymin, xmin, ymax, xmax, class_id)`, relative yxyx boxes,
+    `class_id = -1` for padding rows. `y_pred`: `[B, A, 4 + C + 1]`, raw box activations then
+    class logits with background last (`A = anchors.num_anchors`).
+
+    `call` returns the per-image loss `[B]` (`loc_weight * loc + clas`); with Keras' default reduction the
+    loss is the **mean over the batch**. The lesson's `ssd_loss` **sums** over the batch, so
+    the lesson's numbers are `B` times ours. `components()` returns the two parts and
+    `metrics()` two Keras metrics, `loc` and `clas`, for `model.compile(metrics=...)`.
+
+    Bad input: a wrong static shape of `y_pred` / `y_true` raises `ValueError` when the loss
+    is called or traced. Bad values in `y_true` (NaN, coordinates outside [0, 1],
+    `ymax <= ymin` or `xmax <= xmin`, class ids not integers in `[-1, num_classes)`) raise
+    `tf.errors.InvalidArgumentError` with a message, eagerly and under `tf.function`. XLA
+    (`jit_compile=True`, Keras' default on GPU) cannot run assertions, so the checks are left
+    out of XLA-compiled steps: check a data set once without XLA (e.g. call the loss eagerly
+    on a few batches, or `model.compile(..., jit_compile=False)` for a first epoch).
+    """
+
+    def __init__(
+        self,
+        anchors=None,
+        num_classes=20,
+        pos_threshold=0.4,
+        focal=None,
+        validate=True,
+        loc_weight=1.0,
+        reduction="sum_over_batch_size",
+        name="ssd_loss",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.anchors = AnchorConfig.coerce(anchors)
+        if int(num_classes) != num_classes or num_classes < 1:
+            raise ValueError(f"SSDLoss: num_classes must be a positive integer, got {num_classes!r}")
+        self.num_classes = int(num_classes)
+        self.pos_threshold = float(pos_threshold)
+        self.focal = parse_focal(focal)
+        self.validate = bool(validate)
+        self.last_components = None  # set by call(); see SSDDetector.compute_loss
+        if not (isinstance(loc_weight, numbers.Real) and not isinstance(loc_weight, bool)
+                and math.isfinite(loc_weight) and loc_weight > 0):
+            raise ValueError(f"SSDLoss: loc_weight must be a finite number > 0, got {loc_weight!r}")
+        self.loc_weight = float(loc_weight)
+
+    # -- the loss ------------------------------------------------------------------------
+
+    def components(self, y_true, y_pred):
+        """Per-image location and classification losses: `{"loc": [B], "clas": [B]}`."""
+        y_true = tf.convert_to_tensor(y_true)
+        y_pred = tf.convert_to_tensor(y_pred)
+        y_true = tf.cast(y_true, tf.float32)
+        y_pred = tf.cast(y_pred, tf.float32)  # mixed precision: loss in float32
+        self._check_shapes(y_true, y_pred)
+        if self.validate and not _in_xla_context():
+            y_true = self._check_values(y_true)
+        c = self.num_classes
+        match = match_anchors(y_true, self.anchors, c, self.pos_threshold)
+        positive = match["positive"]
+
+        # One split instead of slices: its gradient is a concat, much cheaper than the
+        # zero-fill-and-scatter gradients of three strided slices.
+        box_acts, logits, _ = tf.split(y_pred, [4, c, 1], axis=-1)  # background dropped
+
+        # loc: mean |decoded - matched| over positive anchors x 4 coords (lesson: .mean()).
+        decoded = activations_to_boxes(box_acts, self.anchors)
+        l1 = tf.reduce_sum(tf.abs(decoded - match["boxes"]), axis=-1)  # [B, A]
+        l1 = tf.where(positive, l1, 0.0)
+        num_pos = tf.reduce_sum(tf.cast(positive, tf.float32), axis=-1)
+        loc = tf.math.divide_no_nan(tf.reduce_sum(l1, axis=-1), 4.0 * num_pos)
+
+        # clas: BCE on the C object columns; background (id C) one-hots to all zeros.
+        # With binary targets t, BCE-with-logits(x, t) = softplus(z), z = x (t=0) or -x
+        # (t=1): the same value as the lesson's, stable, and two cheap ops fwd and bwd.
+        targets = tf.one_hot(match["classes"], c, dtype=tf.float32)
+        z = logits * (1.0 - 2.0 * targets)
+        bce = tf.nn.softplus(z)
+        if self.focal is not None:
+            alpha, gamma = self.focal
+            # The lesson's weight: alpha t + (1 - alpha)(1 - t), times (1 - pt)^gamma where
+            # 1 - pt = 1 - sigmoid(x) (t=0) or sigmoid(x) (t=1) = sigmoid(z).
+            w = (1.0 - alpha) + (2.0 * alpha - 1.0) * targets
+            if gamma != 0:  # pow(0, 0) has a NaN gradient where sigmoid(z) underflows
+                w = w * tf.pow(tf.sigmoid(z), gamma)
+            bce = bce * w
+        clas = tf.reduce_sum(bce, axis=[-2, -1]) / c
+        return {"loc": loc, "clas": clas}
+
+    def call(self, y_true, y_pred):
+        parts = self.components(y_true, y_pred)
+        # Kept for the caller of this trace: `SSDDetector` logs `loc` and `clas` from them
+        # instead of matching the anchors a second (and third) time.
+        self.last_components = parts
+        return self.loc_weight * parts["loc"] + parts["clas"]
+
+    def metrics(self):
+        """Two Keras metrics, `loc` and `clas`: the batch means of the two loss parts.
+
+        `model.compile(loss=loss, metrics=loss.metrics())` makes `fit` log them next to
+        `loss`, as the lesson prints `loc` and `clas`. Each recomputes the matching; an
+        `SSDDetector` logs the same two numbers without that cost.
+        """
+        cfg = dict(self._loss_config(), validate=False)  # the loss already checks y_true
+        return [SSDLossPart("loc", **cfg), SSDLossPart("clas", **cfg)]
+
+    # -- checks --------------------------------------------------------------------------
+
+    def _check_shapes(self, y_true, y_pred):
+        a, c = self.anchors.num_anchors, self.num_classes
+        if y_pred.shape.rank is not None:
+            if y_pred.shape.rank != 3:
+                raise ValueError(
+                    f"SSDLoss: y_pred must be [batch, num_anchors, 4 + num_classes + 1], got shape {y_pred.shape}"
+                )
+            if y_pred.shape[-1] is not None and y_pred.shape[-1] != 4 + c + 1:
+                raise ValueError(
+                    f"SSDLoss: y_pred's last dimension must be 4 + num_classes + 1 = {4 + c + 1} "
+                    f"(box activations, {c} class logits, background), got shape {y_pred.shape}"
+                )
+            if y_pred.shape[1] is not None and y_pred.shape[1] != a:
+                raise ValueError(
+                    f"SSDLoss: y_pred has {y_pred.shape[1]} anchors but anchors.num_anchors is {a} "
+                    f"({self.anchors!r}); the head and the loss need the same AnchorConfig"
+                )
+        if y_true.shape.rank is not None and (
+            y_true.shape.rank != 3 or (y_true.shape[-1] is not None and y_true.shape[-1] != 5)
+        ):
+            raise ValueError(
+                "SSDLoss: y_true must be [batch, max_boxes, 5] rows (ymin, xmin, ymax, xmax, "
+                f"class_id), class_id -1 for padding; got shape {y_true.shape}"
+            )
+
+    def _check_values(self, y_true):
+        boxes, cls = y_true[..., :4], y_true[..., 4]
+        valid = cls >= 0
+        # Padding rows may hold anything; only real objects are checked.
+        finite = tf.reduce_all(tf.math.is_finite(y_true[..., :4]), axis=-1)
+        inside = tf.reduce_all((boxes >= 0.0) & (boxes <= 1.0), axis=-1)
+        ordered = (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
+        cls_ok = (cls == tf.round(cls)) & (cls >= -1) & (cls < self.num_classes)
+        c = self.num_classes
+        checks = [
+            tf.debugging.Assert(
+                tf.reduce_all(cls_ok),
+                [f"SSDLoss: y_true class ids must be integers in [0, {c}) or -1 for padding; "
+                 "got", tf.boolean_mask(cls, ~cls_ok)],
+            ),
+            tf.debugging.Assert(
+                tf.reduce_all(finite | ~valid),
+                ["SSDLoss: y_true has NaN or infinite box coordinates in rows",
+                 tf.where(~finite & valid)],
+            ),
+            tf.debugging.Assert(
+                tf.reduce_all(inside | ~valid | ~finite),
+                ["SSDLoss: y_true box coordinates outside [0, 1] (relative yxyx boxes expected); "
+                 "boxes", tf.boolean_mask(boxes, ~inside & valid)],
+            ),
+            tf.debugging.Assert(
+                tf.reduce_all(ordered | ~valid | ~finite),
+                ["SSDLoss: y_true has boxes with ymax <= ymin or xmax <= xmin "
+                 "(yxyx order (ymin, xmin, ymax, xmax) expected); boxes",
+                 tf.boolean_mask(boxes, ~ordered & valid)],
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            return tf.identity(y_true)
+
+    # -- serialisation -------------------------------------------------------------------
+
+    def _loss_config(self):
+        return {
+            "anchors": self.anchors.get_config(),
+            "num_classes": self.num_classes,
+            "pos_threshold": self.pos_threshold,
+            "focal": list(self.focal) if self.focal is not None else None,
+            "validate": self.validate,
+            "loc_weight": self.loc_weight,
+        }
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(self._loss_config())
+        return config
+
+
+
+class SSDLossPart(keras.metrics.Mean):
+    """Running mean of one part (`"loc"` or `"clas"`) of `SSDLoss`; see `SSDLoss.metrics()`.
+
+    The remaining arguments are those of `SSDLoss`; the metric is named after the part.
+    """
+
+    def __init__(self, part="loc", anchors=None, num_classes=20, pos_threshold=0.4,
+                 focal=None, validate=False, loc_weight=1.0, name=None, dtype=None):
+        if part not in ("loc", "clas"):
+            raise ValueError(f"SSDLossPart: part must be 'loc' or 'clas', got {part!r}")
+        super().__init__(name=name or part, dtype=dtype)
+        self.part = part
+        # The loss itself validates y_true; the metric does not repeat the checks.
+        # The parts are logged unweighted (the lesson's `loc` and `clas`); loc_weight is kept
+        # only so that the config round-trips.
+        self._ssd_loss = SSDLoss(anchors, num_classes, pos_threshold, focal, validate=validate,
+                                 loc_weight=loc_weight)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        values = self._ssd_loss.components(y_true, y_pred)[self.part]
+        return super().update_state(values, sample_weight=sample_weight)
+
+    def get_config(self):
+        config = {"name": self.name, "dtype": self.dtype, "part": self.part}
+        config.update(self._ssd_loss._loss_config())
+        return config
