@@ -11,7 +11,7 @@ import tensorflow as tf
 
 import ssd_keras
 from ssd_keras.anchors import AnchorConfig
-from ssd_keras.backbones import ImagePreprocessing
+from ssd_keras.backbones import FusedBatchNorm, ImagePreprocessing
 from ssd_keras.layers import OutConv, SSDHead, SSDMultiHead, StdConv
 from ssd_keras.lesson_models import (
     BoxSigmoid,
@@ -74,6 +74,7 @@ CASES = {
     "OutConv": lambda: (OutConv(9, 3, bias=-4.0), _layer_probe(FEATURES), FEATURES),
     "SSDHead": lambda: (SSDHead(3, AnchorConfig.single_grid(4)), _layer_probe(FEATURES), FEATURES),
     "SSDMultiHead": lambda: (SSDMultiHead(3, ANCHORS, filters=16), _layer_probe(FEATURES), FEATURES),
+    "FusedBatchNorm": lambda: (FusedBatchNorm(momentum=0.9, epsilon=1e-5), _layer_probe(FEATURES), FEATURES),
     "ImagePreprocessing": lambda: (ImagePreprocessing(), _layer_probe(IMAGES), IMAGES),
     "SSDLoss": lambda: (SSDLoss(ANCHORS, 3, pos_threshold=0.5, focal=(0.3, 2.0), loc_weight=2.0),
                         lambda loss: loss(Y_TRUE, Y_PRED), None),
