@@ -833,7 +833,7 @@ the one-cycle schedule.
 *Run time:* about 1–2 minutes on 2 idle CPU cores (3–4 on a busy machine). Two kinds of training
 here, both on generated `shapes` (a CPU cannot train the lesson's ResNet34 on VOC):
 
-* a **short run inside the notebook** (the `tiny` body at 64 px, 256 images, 4 epochs, with 64
+* a **short run inside the notebook** (the `tiny` body at 64 px, 256 images, 4 epochs, with 32
   held-out images for the validation curve) to show `lr_find`, `freeze_to` and the one-cycle
   schedule — far too short to detect anything;
 * the **two trained models** of the lesson's comparison, 189 anchors with BCE and with focal loss,
@@ -956,7 +956,7 @@ from ssd_keras.data import make_shapes
 S = 64
 SHAPES = dict(seed=0, min_size=0.2, max_size=0.6, max_objects=4)  # the demo's shapes settings
 train = make_shapes(count=256, image_size=S, split="train", **SHAPES)
-val = make_shapes(count=64, image_size=S, split="val", **SHAPES)  # held out, for the validation curve
+val = make_shapes(count=32, image_size=S, split="val", **SHAPES)  # held out, for the validation curve
 names = train.class_names
 train_ds = train.dataset(S, 32, augment=[ssd_keras.data.RandomFlip()], shuffle=True, seed=0)
 val_ds = val.dataset(S, 32)
@@ -1035,7 +1035,7 @@ epochs = np.arange(1, len(logs["loss"]) + 1)
 fig, axes = plt.subplots(1, 3, figsize=(13, 3))
 for ax, key in zip(axes, ["loss", "loc", "clas"]):
     ax.plot(epochs, logs[key], "o-", label="training (mean over the epoch)")
-    ax.plot(epochs, logs["val_" + key], "s--", label="validation (64 held-out images, end of epoch)")
+    ax.plot(epochs, logs["val_" + key], "s--", label="validation (32 held-out images, end of epoch)")
     ax.axvline(1.5, color="grey", ls=":")
     ax.set(title=key, xlabel="epoch (1: head only; 2-4: freeze_to(-2))")
 axes[0].legend(fontsize=8);
@@ -1063,7 +1063,7 @@ scores = {}
 for name, det in [("BCE", bce), ("focal", focal)]:
     m = det.metadata
     scores[name] = evaluate_model(det, val300_ds, ground_truths=val300.ground_truths())["map"]
-    print(f"{name:5s}: {m['command']}\n       trained {m['train_seconds'] / 60:.0f} min; held-out mAP recorded "
+    print(f"{name:5s}: {m['command']}\\n       trained {m['train_seconds'] / 60:.0f} min; held-out mAP recorded "
           f"{m['val_map']:.3f}, now {scores[name]:.3f} ({len(val300)} images, VOC07, IoU 0.5)")
 """),
     md("""
