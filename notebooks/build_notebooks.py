@@ -633,7 +633,7 @@ GRID4_TRAINED = [
 
 The lesson trains this model (one 4×4 grid, `SSD_Head`, BCE) and shows its predictions next to the
 ground truth: it finds the big objects and misses or mislabels others. Training it takes longer
-than a notebook should (about 10 CPU-minutes), so it is a checkpoint in `assets/`, made by
+than a notebook should (about 30 minutes of wall time on two heavily shared CPU cores), so it is a checkpoint in `assets/`, made by
 `notebooks/train_checkpoints.py --model grid4_bce` with the recipe of `python -m ssd_keras demo`
 (tiny body from scratch at 64 px, head 128 filters, 24000 generated `shapes` images with 1-4
 objects of 20-60 % of the side × 4 epochs, batch 16, one-cycle to 3e-3, flips), the same recipe as
@@ -854,7 +854,7 @@ here, both on generated `shapes` (a CPU cannot train the lesson's ResNet34 on VO
 * the **two trained models** of the lesson's comparison, 189 anchors with BCE and with focal loss,
   loaded from `assets/` at the end: both trained the same way by `notebooks/train_checkpoints.py`
   (the `demo_tiny64` recipe of `python -m ssd_keras demo`: tiny body from scratch at 64 px, 24000
-  images × 4 epochs, one-cycle to 3e-3, flips), each about 10 CPU-minutes; only the loss differs.
+  images × 4 epochs, one-cycle to 3e-3, flips), each about 31 minutes of wall time on two heavily shared CPU cores (printed below); only the loss differs.
 
 The lesson's configuration on a GPU (`ssd_keras.recipes.lesson_stages` /
 `python -m ssd_keras train --data voc:PATH --backbone resnet34 --image-size 224 --weights imagenet`):
