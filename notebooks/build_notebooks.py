@@ -100,9 +100,9 @@ Twelve held-out images in pairs: left, the largest object (the target); right, t
 and box, with its IoU to the target in the title (red: wrong class). Here 11 of the 12 classes are
 right; the miss (second row, first pair) is the ring, for which the model answers "circle" with a
 box between the ring and the orange ellipse (IoU 0). The boxes sit on the right object but are
-loose (IoU 0.36-0.84). Over the 300 held-out images: class accuracy 0.78 and mean IoU 0.51, **below
-the aims (0.9 and 0.6)**: 8000 images × 2 epochs from the SSD's body (about 8 minutes on two
-loaded cores) were not enough; `scripts/train_lesson_models.py` with more epochs is the next step.
+loose (IoU 0.52-0.84). Over the 300 held-out images: class accuracy 0.81 and mean IoU 0.56, **below
+the aims (0.9 and 0.6)**: 8000 images × 4 epochs from the SSD's body (346 s of fitting) were not
+enough; more epochs of `scripts/train_lesson_models.py` are the next step.
 """
 MULTI_CAPTION = """
 Twelve held-out images with the true set of classes and the predicted one (red: not exactly

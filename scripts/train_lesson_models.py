@@ -31,6 +31,7 @@ With the body of the trained focal-loss SSD (`--init-body notebooks/assets/shape
 | task   | training images x epochs | fit    | held-out                        |
 |--------|--------------------------|--------|---------------------------------|
 | single | 8000 x 2                 | 467 s  | accuracy 0.783, mean IoU 0.506  |
+| single | 8000 x 4 (notebook 02's) | 346 s  | accuracy 0.810, mean IoU 0.563  |
 | multi  | 8000 x 2                 | 418 s  | micro F1 0.926                  |
 
 The aims (accuracy 0.9, IoU 0.6, F1 0.9) are not reached within 90 s: the tiny body learns
