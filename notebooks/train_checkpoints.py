@@ -35,17 +35,17 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
-import keras  # noqa: E402
+import keras
 
-from ssd_keras.anchors import AnchorConfig  # noqa: E402
-from ssd_keras.data.augment import augmentations_by_name  # noqa: E402
-from ssd_keras.data.pipeline import make_dataset  # noqa: E402
-from ssd_keras.data.shapes import make_shapes  # noqa: E402
-from ssd_keras.detector import SSDDetector  # noqa: E402
-from ssd_keras.evaluation import evaluate_model  # noqa: E402
-from ssd_keras.presets import get_preset  # noqa: E402
-from ssd_keras.saving import load_model  # noqa: E402
-from ssd_keras.training import fit_one_cycle  # noqa: E402
+from ssd_keras.anchors import AnchorConfig
+from ssd_keras.data.augment import augmentations_by_name
+from ssd_keras.data.pipeline import make_dataset
+from ssd_keras.data.shapes import make_shapes
+from ssd_keras.detector import SSDDetector
+from ssd_keras.evaluation import evaluate_model
+from ssd_keras.presets import get_preset
+from ssd_keras.saving import load_model
+from ssd_keras.training import fit_one_cycle
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ASSETS = os.path.join(HERE, "assets")
