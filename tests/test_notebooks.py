@@ -5,7 +5,7 @@ Execution uses nbclient with a kernel that runs the current interpreter (`sys.ex
 venv's python under `make test`; see `build_notebooks.this_python_kernel`), in `notebooks/` as
 the working directory, with this process's environment (conftest: CPU only); the committed files
 are never rewritten. About 3-5 minutes on 2 CPU cores in
-all, so the six run as separate tests that pytest-xdist can spread.
+all, so the seven run as separate tests that pytest-xdist can spread.
 """
 
 import importlib.util
@@ -32,17 +32,31 @@ def _generator():
 GEN = _generator()
 NAMES = sorted(GEN.NOTEBOOKS)
 # Notebooks that need optional packages; they skip (with the reason) where these are missing.
-NEEDS = {"06_keras_vs_pytorch.ipynb": ["torch"]}
+NEEDS = {"07_keras_vs_pytorch.ipynb": ["torch"]}
 
 
 def _read(name):
     return nbformat.read(os.path.join(NB_DIR, name), as_version=4)
 
 
-def test_six_notebooks_in_lesson_order():
+def test_seven_notebooks_in_lesson_order():
     committed = sorted(f for f in os.listdir(NB_DIR) if f.endswith(".ipynb"))
     assert committed == NAMES
-    assert [n[:2] for n in NAMES] == ["01", "02", "03", "04", "05", "06"]
+    assert [n[:2] for n in NAMES] == ["01", "02", "03", "04", "05", "06", "07"]
+
+
+def test_checkpoints_the_notebooks_load_are_committed_and_small():
+    """Every `assets/` file a notebook names exists; each <= 6 MB, all together <= 20 MB."""
+    import re
+
+    text = "\n".join(src for cells in GEN.NOTEBOOKS.values() for _, src in cells)
+    named = set(re.findall(r"assets/[\w.]+", text))
+    assert named, "no notebook loads a checkpoint"
+    for path in named:
+        assert os.path.isfile(os.path.join(NB_DIR, path)), f"{path} is named by a notebook but not committed"
+    sizes = {f: os.path.getsize(os.path.join(NB_DIR, "assets", f)) for f in os.listdir(os.path.join(NB_DIR, "assets"))}
+    assert all(v <= 6_000_000 for v in sizes.values()), sizes
+    assert sum(sizes.values()) <= 20_000_000, sizes
 
 
 @pytest.mark.parametrize("name", NAMES)
