@@ -72,9 +72,14 @@ def _free_ports(n):
     return ports
 
 
-def _run_two_workers(tmp_path, name, args, expected=0, timeout=TIMEOUT):
+def _run_two_workers(tmp_path, name, args, expected=0, timeout=TIMEOUT, peer_lost_ok=False):
     """Two `_distribute_worker.py` processes on loopback (TF_CONFIG), `args(i)` the arguments of
-    worker i; waits for both and checks their exit status. Returns the workers' logs."""
+    worker i; waits for both and checks their exit status. Returns the workers' logs.
+
+    `peer_lost_ok`: a worker whose peer stopped while both were inside a collective fails with
+    TensorFlow's "Socket closed" UnavailableError (exit 1) instead of reaching its own stop; when
+    one worker stopped as expected, that failure counts as stopped too (which of the two happens
+    depends only on timing)."""
     workers = [f"localhost:{p}" for p in _free_ports(2)]
     procs, logs = [], [tmp_path / f"{name}{i}.log" for i in range(2)]
     for i in range(2):
@@ -88,14 +93,19 @@ def _run_two_workers(tmp_path, name, args, expected=0, timeout=TIMEOUT):
     deadline = time.monotonic() + timeout
     try:
         while (any(p.poll() is None for p in procs) and time.monotonic() < deadline
-               and not any(p.poll() not in (None, expected) for p in procs)):
+               and not any(p.poll() not in (None, expected) for p in procs if not peer_lost_ok)):
             time.sleep(0.2)
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+    stopped = [p.returncode == expected for p in procs]
     for i, p in enumerate(procs):
+        if peer_lost_ok and not stopped[i] and any(stopped) and p.returncode == 1:
+            log = logs[i].read_text()
+            if "UnavailableError" in log and "Socket closed" in log:
+                continue
         assert p.returncode == expected, f"worker {i} (rc {p.returncode}):\n{logs[i].read_text()[-3000:]}"
     return logs
 
@@ -121,7 +131,7 @@ def test_multiworker_restart_continues_from_each_workers_backup(tmp_path):
     backup = tmp_path / "backup"
 
     _run_two_workers(tmp_path, "first", lambda i: ["restart", tmp_path / f"first{i}.npz", backup, 3],
-                     expected=worker.STOPPED, timeout=2 * TIMEOUT)
+                     expected=worker.STOPPED, timeout=2 * TIMEOUT, peer_lost_ok=True)
     for i in range(2):
         assert not (tmp_path / f"first{i}.npz").exists()  # stopped before the end
         folder = backup / f"worker{i}"
