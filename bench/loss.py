@@ -177,16 +177,25 @@ def run(quick=True, focal=None, seed=0, use_gpu=False, torch_threads=1, tf_threa
     return rows
 
 
-def _loss_before():
-    """bench/_before/losses_e03d683.py (SSDLoss before this issue's changes), or None."""
-    import importlib.util
+BEFORE_COMMIT = "e03d683"  # SSDLoss before issue 13's loss work
 
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_before", "losses_e03d683.py")
-    if not os.path.exists(path):
+
+def _loss_before():
+    """`ssd_keras/losses.py` as it was at BEFORE_COMMIT, read from git history (no copy kept in the
+    tree), as a module beside the current one; None where the history is not there."""
+    import subprocess
+    import types
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        source = subprocess.run(["git", "-C", root, "show", f"{BEFORE_COMMIT}:ssd_keras/losses.py"],
+                                capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
         return None
-    spec = importlib.util.spec_from_file_location("ssd_losses_before", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    # Unregistered, so that it can live next to the current (registered) classes.
+    source = source.replace('@keras.saving.register_keras_serializable(package="ssd_keras")\n', "")
+    module = types.ModuleType("ssd_losses_before")
+    exec(compile(source, f"{BEFORE_COMMIT}:ssd_keras/losses.py", "exec"), module.__dict__)
     return module
 
 
