@@ -180,6 +180,10 @@ def build_parser():
                        "has one, else --val-fraction of the training images; a split name; or 'none'")
     train.add_argument("--val-fraction", type=_open_unit_float, default=0.1,
                        help="the part of the training images held out when the source has no val split")
+    train.add_argument("--classes", default=None,
+                       help="the class names of a VOC folder or CSV: comma-separated (id = position) or "
+                       "'auto' (the 20 VOC names when every name found is one, else the sorted names "
+                       "found); default: the 20 VOC names for a VOC folder, 'auto' for a CSV")
     train.add_argument("--weights", default="auto",
                        help="body weights: 'auto' (ImageNet for resnet34/resnet50/mobilenetv2, none "
                        "for tiny), 'imagenet' (downloaded once), 'none' (from scratch), or a file: "
@@ -390,6 +394,13 @@ def cmd_train(args):
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     reader = {"on_error": args.on_error} if source_kind(args.data) != "shapes" else {}
+    if args.classes:
+        if source_kind(args.data) not in ("voc", "csv"):
+            raise UsageError("--classes", f"a {source_kind(args.data)} source names its own classes")
+        names = [n.strip() for n in args.classes.split(",") if n.strip()]
+        if names != ["auto"] and len(set(names)) != len(names):
+            raise UsageError("--classes", f"a class name is given twice: {args.classes!r}")
+        reader["class_names"] = "auto" if names == ["auto"] else tuple(names)
     val_reader = dict(reader)
     if source_kind(args.data) == "shapes":
         reader = dict(count=args.train_images or 2000, image_size=args.image_size, seed=args.seed)
@@ -455,6 +466,8 @@ def cmd_evaluate(args):
     meta = detector.metadata
     spec = args.data or meta.get("data") or "shapes"
     kwargs = {} if source_kind(spec) == "shapes" else {"on_error": args.on_error}
+    if source_kind(spec) in ("voc", "csv"):  # these files carry names, not the model's ids
+        kwargs["class_names"] = tuple(detector.class_names)
     if source_kind(spec) == "shapes":
         # The shapes settings the model was trained on (a demo model records them), at its size.
         shapes = meta.get("shapes") or {}

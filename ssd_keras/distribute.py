@@ -6,7 +6,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-__all__ = ["prepare_for_multi_worker"]
+__all__ = ["prepare_for_multi_worker", "worker_index"]
 
 
 def _is_multi_worker(strategy):
@@ -15,6 +15,22 @@ def _is_multi_worker(strategy):
 
     return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
             and strategy.extended._in_multi_worker_mode())
+
+
+def worker_index(strategy=None):
+    """This process's task index under a multi-worker `MultiWorkerMirroredStrategy`, else None.
+
+    Worker 0 is the chief (the cluster has no separate "chief" task in the set-ups we run).
+    Keras 3's `BackupAndRestore` and `ModelCheckpoint` write the same file names from every
+    worker (tf.keras gave non-chief workers temporary folders; Keras 3 does not), so callers
+    give each worker its own backup folder and let only the chief write shared files.
+    """
+    import tensorflow as tf
+
+    strategy = strategy or tf.distribute.get_strategy()
+    if not _is_multi_worker(strategy):
+        return None
+    return int(strategy.cluster_resolver.task_id)
 
 
 def _first_local_batch(iterator, strategy):

@@ -23,6 +23,7 @@ import keras
 from ssd_keras.callbacks import MeanAveragePrecisionCallback
 from ssd_keras.data.augment import augmentations_by_name
 from ssd_keras.data.pipeline import make_dataset
+from ssd_keras.distribute import worker_index
 from ssd_keras.evaluation import evaluate_model
 from ssd_keras.optimizers import freeze_to, unfreeze
 from ssd_keras.training import fit_one_cycle
@@ -98,8 +99,15 @@ def fit_lesson_recipe(detector, train_ds, stages, val_ds=None, val_ground_truths
     `stageN/log.csv`, TensorBoard logs in `stageN/logs` and a `BackupAndRestore` folder; a
     finished stage leaves `stageN/done.weights.h5`, so `resume=True` skips it and continues
     the interrupted one from its backup.
+
+    Under a multi-worker `MultiWorkerMirroredStrategy` (create and compile the detector in its
+    scope) every worker runs this same call with the same `out_dir`: each keeps its backup and
+    done marker in `stageN/worker<index>/`, and only the chief (worker 0) writes the shared
+    files (`best.keras`, `last.keras`, the CSV and TensorBoard logs).
     """
     out = None if out_dir is None else Path(out_dir)
+    worker = worker_index(detector.distribute_strategy)
+    chief = worker in (None, 0)
     map_cb = None
     if val_ds is not None:
         map_cb = MeanAveragePrecisionCallback(val_ds, difficult=None if val_ground_truths is None
@@ -107,7 +115,7 @@ def fit_lesson_recipe(detector, train_ds, stages, val_ds=None, val_ground_truths
     monitor, mode = ("val_map", "max") if map_cb else (("val_loss", "min") if val_ds is not None
                                                        else ("loss", "min"))
     best = None
-    if out is not None:
+    if out is not None and chief:
         out.mkdir(parents=True, exist_ok=True)
         # One instance for all stages, so "best" is the best of the whole run.
         best = keras.callbacks.ModelCheckpoint(str(out / "best.keras"), monitor=monitor, mode=mode,
@@ -115,7 +123,9 @@ def fit_lesson_recipe(detector, train_ds, stages, val_ds=None, val_ground_truths
     histories = []
     for i, stage in enumerate(stages, 1):
         stage_dir = None if out is None else out / f"stage{i}"
-        done = None if stage_dir is None else stage_dir / "done.weights.h5"
+        # This worker's own files (one worker: the stage folder itself).
+        own_dir = stage_dir if stage_dir is None or worker is None else stage_dir / f"worker{worker}"
+        done = None if own_dir is None else own_dir / "done.weights.h5"
         if resume and done is not None and done.is_file():
             detector.load_weights(str(done))
             log(f"{stage.name}: already done, weights from {done}")
@@ -127,11 +137,12 @@ def fit_lesson_recipe(detector, train_ds, stages, val_ds=None, val_ground_truths
             freeze_to(detector, stage.freeze)
         cbs = list(callbacks or [])
         if stage_dir is not None:
-            stage_dir.mkdir(parents=True, exist_ok=True)
-            cbs += [keras.callbacks.BackupAndRestore(str(stage_dir / "backup")),
-                    keras.callbacks.ModelCheckpoint(str(out / "last.keras")), best,
-                    keras.callbacks.CSVLogger(str(stage_dir / "log.csv")),
-                    keras.callbacks.TensorBoard(str(stage_dir / "logs"))]
+            own_dir.mkdir(parents=True, exist_ok=True)
+            cbs.append(keras.callbacks.BackupAndRestore(str(own_dir / "backup")))
+            if chief:
+                cbs += [keras.callbacks.ModelCheckpoint(str(out / "last.keras")), best,
+                        keras.callbacks.CSVLogger(str(stage_dir / "log.csv")),
+                        keras.callbacks.TensorBoard(str(stage_dir / "logs"))]
         histories.append(fit_one_cycle(
             detector, train_ds, stage.epochs, stage.max_lr, stage.div, stage.cut_div, val_ds=val_ds,
             group_multipliers=stage.group_multipliers, map_callback=map_cb, callbacks=cbs,

@@ -4,10 +4,10 @@ TensorFlow initialises) and writes the losses and final weights to an .npz.
 
     python tests/_distribute_worker.py mirrored OUT.npz      # 2 logical CPU devices
     python tests/_distribute_worker.py multiworker OUT.npz   # TF_CONFIG names this worker
-    python tests/_distribute_worker.py restart OUT.npz BACKUP [STOP_STEP]
-        # TF_CONFIG names this worker; RESTART_EPOCHS epochs with BackupAndRestore in
-        # BACKUP/worker<index>; with STOP_STEP the process ends abruptly (os._exit, no
-        # clean-up, as if killed) after that many training steps, mid-epoch
+    python tests/_distribute_worker.py restart OUT.npz OUT_DIR [STOP_STEP]
+        # TF_CONFIG names this worker; the two-stage `fit_lesson_recipe` (resume=True) writing
+        # to OUT_DIR; with STOP_STEP the process ends abruptly (os._exit, no clean-up, as if
+        # killed) after that many training steps
 
 Both run `fit_one_cycle` (`model.fit`); under MultiWorkerMirroredStrategy it applies
 `ssd_keras.training.prepare_for_multi_worker` (see tests/test_distribute.py's docstring).
@@ -46,17 +46,21 @@ def build_model():
     import keras
 
     c = 4 + NUM_CLASSES + 1
+    # A nested model named "backbone", so `layer_groups` (freeze_to, the recipe) finds
+    # [early: rescaling | late: the two convs | head].
+    body_in = keras.Input((16, 16, 3))
+    x = keras.layers.Rescaling(1 / 255)(body_in)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(x)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(x)
+    body = keras.Model(body_in, x, name="backbone")
     inputs = keras.Input((16, 16, 3))
-    x = keras.layers.Rescaling(1 / 255)(inputs)
-    x = keras.layers.Conv2D(8, 3, strides=4, padding="same", activation="relu")(x)
-    x = keras.layers.Conv2D(c, 3, strides=2, padding="same")(x)
+    x = keras.layers.Conv2D(c, 3, strides=2, padding="same")(body(inputs))
     model = keras.Model(inputs, keras.layers.Reshape((4, c))(x))
     rng = np.random.default_rng(1)
     model.set_weights([rng.normal(0, 0.3, w.shape).astype("float32") for w in model.get_weights()])
     return model
 
 
-RESTART_EPOCHS = 3  # 6 steps; the restart test stops the workers after step 3 (mid-epoch 2)
 STOPPED = 17  # the exit status of a worker stopped by `StopAt`
 
 
@@ -82,18 +86,51 @@ def train(strategy=None, epochs=1, callbacks=None):
     return hist.history, [np.array(w) for w in model.get_weights()], model
 
 
-def stop_at(step):
-    """A callback that ends the process abruptly after `step` training steps (counted over the
-    whole run): no `on_train_end`, no clean-up, as a killed worker."""
+def recipe_stages():
+    """The lesson's two stages in small: 1 epoch of the head alone (`freeze_to(-1)`), then 2
+    epochs of everything with per-group rates: 6 steps in all."""
+    from ssd_keras.recipes import Stage
+
+    return [Stage("stage 1/2: head", 1, 0.05, freeze=-1),
+            Stage("stage 2/2: all", 2, 0.02, freeze=None, group_multipliers=(0.1, 0.5, 1.0))]
+
+
+def train_recipe(strategy=None, out_dir=None, callbacks=None):
+    """`fit_lesson_recipe(recipe_stages())` with `resume=True` → (histories, weights)."""
+    import tensorflow as tf
+
+    from ssd_keras import AnchorConfig, SSDLoss
+    from ssd_keras.recipes import fit_lesson_recipe
+
+    strategy = strategy or tf.distribute.get_strategy()
+    images, y_true = make_problem()
+    ds = tf.data.Dataset.from_tensor_slices((images, y_true)).batch(GLOBAL_BATCH)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    ds = ds.with_options(options)
+    with strategy.scope():
+        model = build_model()
+        model.compile(loss=SSDLoss(AnchorConfig.single_grid(2), NUM_CLASSES))
+    histories = fit_lesson_recipe(model, ds, recipe_stages(), out_dir=out_dir, resume=True,
+                                  verbose=0, callbacks=callbacks, log=lambda *a: None)
+    return [h.history for h in histories], [np.array(w) for w in model.get_weights()]
+
+
+def stop_after(steps):
+    """A callback that ends the process abruptly after `steps` training steps of this process
+    (counted over all stages): no `on_train_end`, no clean-up, as a killed worker."""
     import keras
 
-    class StopAt(keras.callbacks.Callback):
+    class StopAfter(keras.callbacks.Callback):
+        seen = 0
+
         def on_train_batch_end(self, batch, logs=None):
-            if int(self.model.optimizer.iterations.numpy()) >= step:
+            StopAfter.seen += 1
+            if StopAfter.seen >= steps:
                 sys.stdout.flush()
                 os._exit(STOPPED)
 
-    return StopAt()
+    return StopAfter()
 
 
 def _patient_coordination_service(timeout_ms=300_000):
@@ -113,25 +150,17 @@ def _patient_coordination_service(timeout_ms=300_000):
     ctx.configure_coordination_service = patient
 
 
-def restart(out, backup, stop_step=None):
-    """One worker of the restart test: `RESTART_EPOCHS` epochs under MultiWorkerMirroredStrategy
-    with `BackupAndRestore` in a folder of this worker's own (Keras 3's callback writes the same
-    file names from every worker)."""
-    import json
-
-    import keras
+def restart(out, out_dir, stop_step=None):
+    """One worker of the restart test: the recipe under MultiWorkerMirroredStrategy, every worker
+    with the same `out_dir`; with `stop_step` the process ends abruptly after that many steps."""
     import tensorflow as tf
 
     _patient_coordination_service()
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
-    callbacks = [keras.callbacks.BackupAndRestore(os.path.join(backup, f"worker{index}"))]
-    if stop_step is not None:
-        callbacks.append(stop_at(int(stop_step)))  # after the backup callback, as a kill would be
-    history, weights, model = train(strategy, epochs=RESTART_EPOCHS, callbacks=callbacks)
-    np.savez(out, replicas=strategy.num_replicas_in_sync,
-             steps=int(model.optimizer.iterations.numpy()), epochs_run=len(history["loss"]),
-             **{k: np.asarray(v) for k, v in history.items()},
+    callbacks = None if stop_step is None else [stop_after(int(stop_step))]
+    histories, weights = train_recipe(strategy, out_dir, callbacks)
+    np.savez(out, replicas=strategy.num_replicas_in_sync, stages_run=len(histories),
+             **{f"last_stage_{k}": np.asarray(v) for k, v in histories[-1].items()},
              **{f"w{i}": w for i, w in enumerate(weights)})
 
 

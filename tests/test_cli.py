@@ -86,6 +86,8 @@ def test_user_error_through_python_dash_m_is_a_message_not_a_traceback(tmp_path)
     (["train", "--head-filters", "0"], "argument --head-filters: expected a positive integer, got '0'"),
     (["train", "--data", "imagenet"], "argument --data: unknown data source 'imagenet'"),
     (["train", "--data", "voc"], "argument --data: unknown data source 'voc'"),
+    (["train", "--classes", "mug,spoon"], "argument --classes: a shapes source names its own classes"),
+    (["train", "--data", "csv:x.csv", "--classes", "mug,mug"], "argument --classes: a class name is given twice"),
     (["train", "--weights", "/no/such/file.weights.h5"], "argument --weights: file not found"),
     (["evaluate"], "the following arguments are required: --model"),
     (["export", "--model", "m.keras", "--format", "onnx", "--out", "x"], "argument --format: invalid choice"),

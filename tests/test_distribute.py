@@ -121,36 +121,41 @@ def test_multiworker_fit_two_processes_match_one_device(tmp_path, reference):
 
 
 @pytest.mark.slow
-def test_multiworker_restart_continues_from_each_workers_backup(tmp_path):
-    """Both workers stop abruptly after step 3 of 6 (mid-epoch 2 of 3); restarted with the same
-    BackupAndRestore folders (one per worker), they continue from the end of epoch 1, run
-    epochs 2-3, and end at step 6 with the weights and losses of one uninterrupted run."""
-    epochs, steps_per_epoch = worker.RESTART_EPOCHS, worker.NUM_IMAGES // worker.GLOBAL_BATCH
-    history, weights, model = worker.train(epochs=epochs)  # one device, never stopped
-    assert int(model.optimizer.iterations.numpy()) == epochs * steps_per_epoch == 6
-    backup = tmp_path / "backup"
+def test_multiworker_lesson_recipe_restart_continues_from_each_workers_backup(tmp_path):
+    """`fit_lesson_recipe` (two stages: 2 steps head-only, then 2 epochs × 2 steps of everything)
+    on two workers sharing one out_dir. Both stop abruptly after step 5 (mid-epoch 2 of stage
+    2); restarted with resume=True they skip stage 1 (each worker's done marker), continue stage
+    2 from each worker's own backup (end of its epoch 1), and end with the weights and losses of
+    one uninterrupted run. Only the chief writes the shared files."""
+    histories, weights = worker.train_recipe()  # one device, never stopped
+    out = tmp_path / "run"
 
-    _run_two_workers(tmp_path, "first", lambda i: ["restart", tmp_path / f"first{i}.npz", backup, 3],
+    _run_two_workers(tmp_path, "first", lambda i: ["restart", tmp_path / f"first{i}.npz", out, 5],
                      expected=worker.STOPPED, timeout=2 * TIMEOUT, peer_lost_ok=True)
     for i in range(2):
         assert not (tmp_path / f"first{i}.npz").exists()  # stopped before the end
-        folder = backup / f"worker{i}"
-        assert (folder / "latest.weights.h5").is_file()
-        # The last backup is from the end of epoch 1 (step 2); step 3 is lost with the process.
-        assert json.loads((folder / "training_metadata.json").read_text())["epoch"] == 1
+        assert (out / "stage1" / f"worker{i}" / "done.weights.h5").is_file()
+        backup = out / "stage2" / f"worker{i}" / "backup"
+        assert (backup / "latest.weights.h5").is_file()
+        # The last backup is from the end of stage 2's epoch 1; step 5 is lost with the process.
+        assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 1
+    # The shared files, written by the chief alone (no per-worker copies of them).
+    assert (out / "last.keras").is_file() and (out / "stage1" / "log.csv").is_file()
+    assert sorted(p.name for p in out.iterdir()) == ["best.keras", "last.keras", "stage1", "stage2"]
 
-    _run_two_workers(tmp_path, "again", lambda i: ["restart", tmp_path / f"again{i}.npz", backup],
+    _run_two_workers(tmp_path, "again", lambda i: ["restart", tmp_path / f"again{i}.npz", out],
                      timeout=2 * TIMEOUT)
     for i in range(2):
         result = np.load(tmp_path / f"again{i}.npz")
         assert int(result["replicas"]) == 2
-        assert int(result["epochs_run"]) == epochs - 1  # epochs 2 and 3, from the backup
-        assert int(result["steps"]) == epochs * steps_per_epoch  # the same number of steps
-        for key in history:  # the resumed epochs' logs are the uninterrupted run's last ones
-            np.testing.assert_allclose(result[key], history[key][1:], rtol=1e-5, err_msg=key)
+        assert int(result["stages_run"]) == 1  # stage 1 was done: skipped, weights loaded
+        for key, values in histories[-1].items():  # stage 2's resumed epoch = the last one
+            np.testing.assert_allclose(result[f"last_stage_{key}"], values[1:], rtol=1e-5, err_msg=key)
         for j, w in enumerate(weights):
             np.testing.assert_allclose(result[f"w{j}"], w, rtol=1e-4, atol=1e-6)
-        assert not (backup / f"worker{i}").exists()  # a finished run removes its backup
+        assert not (out / "stage2" / f"worker{i}" / "backup").exists()  # removed when finished
+        assert (out / "stage2" / f"worker{i}" / "done.weights.h5").is_file()
+    assert len((out / "stage2" / "log.csv").read_text().splitlines()) >= 2
 
 
 def test_prepare_for_multi_worker_leaves_single_worker_models_alone():

@@ -155,3 +155,21 @@ def test_bad_input_skip_counts_and_logs(caplog):
     assert f"skipped {len(BAD)} image(s)" in caplog.text
     with pytest.raises(ValueError, match="on_error"):
         read_voc(FIX, on_error="ignore")
+
+
+def test_class_names_auto_and_given():
+    # bad_unknown.xml names a "unicorn": an error by default, a class of its own with "auto".
+    own = read_voc(FIX, split="bad_unknown", class_names="auto")
+    assert own.class_names == ("unicorn",)
+    assert [own.class_names[c] for c in own.records[0].classes] == ["unicorn"]
+    # Every name a VOC name: "auto" keeps the 20 VOC names in VOC order (ids as a VOC model's).
+    voc = read_voc(FIX, split="train", class_names="auto")
+    assert voc.class_names == VOC_CLASSES
+    np.testing.assert_array_equal(voc.records[0].classes, [VOC_CLASSES.index("dog"), VOC_CLASSES.index("person")])
+    # Given names: id = position; a name outside them is bad input.
+    given = read_voc(FIX, split="train", class_names=("person", "dog"))
+    np.testing.assert_array_equal(given.records[0].classes, [1, 0])
+    with pytest.raises(ValueError, match="img_a.xml.*unknown class name 'dog'"):
+        read_voc(FIX, split="train", class_names=("person",))
+    with pytest.raises(ValueError, match="class_names must be a list of names or 'auto'"):
+        read_voc(FIX, split="train", class_names="voc")

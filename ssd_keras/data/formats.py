@@ -28,7 +28,8 @@ import os
 
 import numpy as np
 
-from ssd_keras.data.records import VOC_CLASSES, DetectionData, ErrorPolicy, Record, check_image_file
+from ssd_keras.data.records import (VOC_CLASSES, DetectionData, ErrorPolicy, Record, check_image_file,
+                                    class_names_for)
 from ssd_keras.data.voc import check_pixel_boxes
 
 _CLASS_COLUMNS = ("clas", "class", "classes", "cat", "label", "labels")
@@ -112,8 +113,9 @@ def read_csv(csv_path, images_dir=None, class_names=None, on_error="raise") -> D
     Args:
         csv_path: the CSV file.
         images_dir: folder `fn` is relative to; default: the CSV's folder.
-        class_names: names (id = position). Default: `VOC_CLASSES` if every name in the file is
-            a VOC class, else the sorted set of names in the file. Integer labels are ids.
+        class_names: names (id = position). Default (None or "auto"): `VOC_CLASSES` if every
+            name in the file is a VOC class, else the sorted set of names in the file. Integer
+            labels are ids.
         on_error: as for `read_voc`. Every image's header is read (for its size).
     """
     csv_path = os.fspath(csv_path)
@@ -127,9 +129,9 @@ def read_csv(csv_path, images_dir=None, class_names=None, on_error="raise") -> D
     if cls_col is None:
         raise ValueError(f"{csv_path}: no class column (one of {_CLASS_COLUMNS}); got {list(header)}")
     labels = [(r[cls_col] or "").split() for r in rows]
-    if class_names is None:
+    if class_names is None or class_names == "auto":
         found = {n for ls in labels for n in ls if not n.lstrip("-").isdigit()}
-        class_names = VOC_CLASSES if found <= set(VOC_CLASSES) else tuple(sorted(found))
+        class_names = class_names_for(found)
     class_names = tuple(class_names)
     cls_id = {c: i for i, c in enumerate(class_names)}
 

@@ -25,6 +25,14 @@ VOC_CLASSES = (
 )
 
 
+def class_names_for(found) -> tuple:
+    """The class names a reader uses when the caller gives none: the 20 `VOC_CLASSES` (in
+    their usual order, so VOC-trained models and files agree) when every name found is one of
+    them, else the sorted set of names found."""
+    found = set(found)
+    return VOC_CLASSES if found <= set(VOC_CLASSES) else tuple(sorted(found))
+
+
 @dataclasses.dataclass
 class Record:
     """One image and its objects.

@@ -97,6 +97,8 @@ def load_train_val(spec, train_split="train", val_split="auto", val_fraction=0.1
         train.skipped = val.skipped = data.skipped
         return train, val, dict(record, val={"kind": "fraction", "fraction": val_fraction, "seed": seed})
     _check_split(spec, val_split, "--val-split")
+    if kind in ("voc", "csv"):  # the training split's names, not ones found again in val
+        val_kwargs["class_names"] = data.class_names
     val = load_source(spec, split=val_split, **val_kwargs)
     return data, val, dict(record, val={"kind": "split", "split": val_split, "count": len(val)})
 

@@ -24,7 +24,8 @@ import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 import numpy as np
 
-from ssd_keras.data.records import VOC_CLASSES, DetectionData, ErrorPolicy, Record, check_image_file, log
+from ssd_keras.data.records import (VOC_CLASSES, DetectionData, ErrorPolicy, Record, check_image_file,
+                                    class_names_for, log)
 
 
 def voc_to_relative(boxes_px, width, height):
@@ -128,14 +129,17 @@ def read_voc(root, split="trainval", keep_difficult=True, class_names=VOC_CLASSE
             for every XML file in `Annotations/`.
         keep_difficult: keep `difficult` objects (flagged in `Record.difficult`; keep them
             for evaluation, where they neither count nor penalise).
-        class_names: class names; id = position. An unknown name is bad input.
+        class_names: class names (id = position); a name outside them is bad input (a typo
+            such as "persn" must not become a class). Default: the 20 `VOC_CLASSES`. `"auto"`:
+            for a folder of one's own classes in VOC layout, the 20 VOC names if every name in
+            the split's annotations is one of them, else the sorted set of names found. To
+            evaluate a model, give the names it was trained with.
         on_error: `"raise"` (ValueError naming the file) or `"skip"` (count, log, skip image).
         check_images: check each image file (exists, non-empty, readable header, JPEG not
             truncated, size equal to the XML's) so that bad files never reach TensorFlow.
     """
     voc = find_voc_root(root)
     policy = ErrorPolicy(on_error)
-    cls_id = {c: i for i, c in enumerate(class_names)}
     ann_dir = os.path.join(voc, "Annotations")
     if split is None:
         ids = sorted(os.path.splitext(f)[0] for f in os.listdir(ann_dir) if f.endswith(".xml"))
@@ -147,20 +151,30 @@ def read_voc(root, split="trainval", keep_difficult=True, class_names=VOC_CLASSE
             raise FileNotFoundError(f"{list_file}: no such image set; available: {have} (or split=None for all XML)")
         with open(list_file) as f:
             ids = [line.split()[0] for line in f if line.strip()]
-    records = []
+    parsed = []  # parse everything first: "auto" class names depend on all of them
     for image_id in ids:
         xml = os.path.join(ann_dir, f"{image_id}.xml")
         if not os.path.exists(xml):
             policy.problem(xml, "annotation file missing")
             continue
         try:
-            a = parse_voc_xml(xml)
+            parsed.append((image_id, xml, parse_voc_xml(xml)))
         except ValueError as e:
             policy.problem(xml, str(e).removeprefix(f"{xml}: "))
-            continue
+    if isinstance(class_names, str):
+        if class_names != "auto":
+            raise ValueError(f"read_voc: class_names must be a list of names or 'auto', got {class_names!r}")
+        class_names = class_names_for(n for _, _, a in parsed for n in a["names"])
+        if class_names != VOC_CLASSES:
+            log.info("read_voc: %d class names from the annotations: %s", len(class_names),
+                     ", ".join(class_names))
+    cls_id = {c: i for i, c in enumerate(class_names)}
+    records = []
+    for image_id, xml, a in parsed:
         unknown = [n for n in a["names"] if n not in cls_id]
         if unknown:
-            policy.problem(xml, f"unknown class name {unknown[0]!r} (known: {', '.join(class_names)})")
+            policy.problem(xml, f"unknown class name {unknown[0]!r} (known: {', '.join(class_names)}; "
+                                f"for a data set of other classes pass class_names='auto' / --classes auto)")
             continue
         problem = check_pixel_boxes(a["boxes_px"], a["width"], a["height"])
         if problem:
