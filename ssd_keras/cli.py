@@ -373,6 +373,11 @@ def _weights(args):
     return w
 
 
+def _cli_words(error):
+    """A reader's message in the CLI's terms (the library says `on_error='skip'`)."""
+    return str(error).replace("pass on_error='skip'", "pass --on-error skip")
+
+
 def cmd_train(args):
     """Train on `--data` with the lesson's recipe; write the model, checkpoints and logs to `--out`."""
     import keras
@@ -409,7 +414,7 @@ def cmd_train(args):
         train, val, split = load_train_val(args.data, args.train_split, args.val_split,
                                            args.val_fraction, args.seed, reader, val_reader)
     except (OSError, ValueError, ImportError, KeyError, SourceUnavailable) as e:
-        raise UsageError("--data", f"cannot load {args.data!r}: {e}") from None
+        raise UsageError("--data", f"cannot load {args.data!r}: {_cli_words(e)}") from None
     _report_skips(train)
     if args.train_images:
         train.records = train.records[: args.train_images]
@@ -481,7 +486,8 @@ def cmd_evaluate(args):
                 kwargs.setdefault("count", args.max_images or 300)
             data = load_source(spec, split=None if args.split == "all" else args.split, **kwargs)
     except (OSError, ValueError, ImportError, KeyError, SourceUnavailable) as e:
-        raise UsageError("--split" if "split" in str(e) else "--data", f"cannot load {spec!r}: {e}") from None
+        raise UsageError("--split" if "split" in str(e) else "--data",
+                         f"cannot load {spec!r}: {_cli_words(e)}") from None
     _report_skips(data)
     if args.max_images:
         data.records = data.records[: args.max_images]

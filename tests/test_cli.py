@@ -8,6 +8,7 @@ one epoch): these tests check the plumbing, the real demo's mAP is measured by b
 import contextlib
 import io
 import json
+from pathlib import Path
 import os
 import subprocess
 import sys
@@ -178,6 +179,16 @@ def test_predict_names_an_unreadable_image(demo_run, tmp_path):
     status, _, stderr = run_cli(["predict", "--model", demo_run[0] / "model.keras", bad])
     assert status == 2
     assert "argument IMAGE:" in stderr and "broken.jpg" in stderr and "--on-error skip" in stderr
+
+
+def test_a_bad_file_in_the_data_names_the_file_and_the_cli_flag():
+    voc = Path(__file__).parent / "fixtures" / "voc" / "VOC2007"
+    status, _, stderr = run_cli(["train", "--data", f"voc:{voc}", "--train-split", "bad_corrupt",
+                                 "--backbone", "tiny", "--weights", "none"])
+    assert status == 2 and "Traceback" not in stderr
+    assert "argument --data:" in stderr and "bad_corrupt.jpg: truncated JPEG" in stderr
+    # The CLI's flag, not the library's keyword argument.
+    assert "pass --on-error skip to skip such images" in stderr and "on_error=" not in stderr
 
 
 def test_predict_skips_unreadable_images_and_writes_the_good_ones(demo_run, tmp_path):
