@@ -1011,6 +1011,9 @@ from ssd_keras.optimizers import freeze_to, unfreeze
 from ssd_keras.schedules import OneCycleSchedule
 from ssd_keras.training import fit_one_cycle, lr_find
 
+import time
+
+training_started = time.perf_counter()  # lr_find + the two stages below: the training done here
 loss = SSDLoss(anchors, len(names), focal=(0.25, 1.0))
 model.compile(optimizer="adam", loss=loss)
 finder = lr_find(model, train_ds, start_lr=1e-4, end_lr=1.0, num_steps=30)
@@ -1054,6 +1057,8 @@ print("stage 2, freeze_to(model, -2) = learn.freeze_to(-2): late body + head")
 show_groups(freeze_to(model, -2))
 history = fit_one_cycle(model, train_ds, 3, 1e-2, val_ds=val_ds, loss=loss, group_multipliers=(1 / 100, 1 / 10, 1), verbose=2)
 unfreeze(model)
+print(f"training in this notebook (lr_find + stage 1 + stage 2, tracing included): "
+      f"{time.perf_counter() - training_started:.0f} s")
 """),
     md("""
 `fit` logs the two parts of the loss next to it (`loc`, `clas`, as the lesson prints them; they come

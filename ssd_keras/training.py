@@ -45,7 +45,7 @@ def fit_one_cycle(model, train_ds, epochs, max_lr, div=20.0, cut_div=10.0, val_d
                   loss=None, optimizer="adam", groups=None, group_multipliers=None,
                   moms=None, steps_per_epoch=None, callbacks=None, out_dir=None,
                   map_callback=None, metrics=None, verbose="auto", jit_compile="auto",
-                  steps_per_execution=1, **optimizer_kwargs):
+                  **optimizer_kwargs):
     """The lesson's `learn.fit(lr, 1, cycle_len=epochs, use_clr=(div, cut_div))`.
 
     Compiles `model` (in its distribution strategy's scope) with a `Discriminative*` optimizer
@@ -67,10 +67,6 @@ def fit_one_cycle(model, train_ds, epochs, max_lr, div=20.0, cut_div=10.0, val_d
         map_callback: a `MeanAveragePrecisionCallback`; with `every=1`, `val_map` drives
             best.keras (else `val_loss`).
         callbacks: more callbacks, after those.
-        steps_per_execution: training steps per call of the compiled step function (Keras'
-            `compile` argument): fewer Python round trips for small models; batch-level
-            callbacks then run every that many steps. Must be 1 under a multi-worker
-            strategy (keras-team/keras#19246).
     Returns:
         the `History`.
     """
@@ -97,8 +93,7 @@ def fit_one_cycle(model, train_ds, epochs, max_lr, div=20.0, cut_div=10.0, val_d
             optimizer, learning_rate=schedule, groups=groups, group_multipliers=group_multipliers,
             momentum_schedule=None if moms is None else MomentumCycle(total, moms, cut_div),
             **optimizer_kwargs)
-        model.compile(optimizer=opt, loss=loss, metrics=metrics, jit_compile=jit_compile,
-                      steps_per_execution=int(steps_per_execution))
+        model.compile(optimizer=opt, loss=loss, metrics=metrics, jit_compile=jit_compile)
     prepare_for_multi_worker(model)  # a no-op unless the strategy spans several workers
     cbs = []
     if out_dir is not None:
