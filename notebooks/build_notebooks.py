@@ -134,6 +134,18 @@ and the large circle behind the triangle (sixth). Over all 300 held-out images: 
 0.84 with focal loss, the lesson's improvement.
 """
 
+PARITY_CAPTION = """
+Top: the loss of each step's batch, before that step's update, for the lesson's PyTorch code (red
+circles), ssd_keras (blue crosses) and the PyTorch model trained in float64 (black dotted line). The steps
+alternate between the two batches, so the curves zigzag while each batch's loss falls (with
+`SSD_Head`, batch 1 from 0.229 to 0.097, batch 2 from 0.288 to 0.223). Bottom: the relative
+differences on a log scale, Keras against PyTorch (blue) and PyTorch float32 against float64
+(black). Left, `SSD_Head`: the three curves lie on one another; Keras stays within 3.2e-6 of
+PyTorch for six steps and within 7.2e-5 at steps 6 and 7, PyTorch float32 within 5e-7 of float64.
+Right, `SSD_MultiHead`: the first loss agrees to 1.5e-6 and the second to 2.5e-4, then the curves
+part by 1.6-6.8 %, and PyTorch float32 and float64 part as well, by 0.09-2.2 %.
+"""
+
 
 def md(text):
     return ("markdown", text.strip("\n"))
@@ -1353,11 +1365,12 @@ into arguments:
 * `ssd_keras.reference.lesson`: `hw2corners`, `jaccard`, `actn_to_bb`, `map_to_ground_truth`,
   `BCE_Loss`, `FocalLoss`, `ssd_1_loss`, `ssd_loss` and the anchor cell;
 * `ssd_keras.reference.lesson_model`: a torchvision-structured ResNet34 body and the lesson's `StdConv`,
-  `OutConv`, `SSD_MultiHead`, plus `copy_weights_to_keras`.
+  `OutConv`, `SSD_Head`, `SSD_MultiHead`, plus `copy_weights_to_keras`;
+* `ssd_keras.reference.parity`: both models trained side by side, `train_side_by_side`.
 
-They need `torch==2.13.0` (CPU), an optional dependency (`requirements-test.txt`). The model
-comparison runs the lesson's full architecture (ResNet34 at 224 px, random weights: no download) on
-4 images; *run time* about 1 minute on 2 CPU cores, most of it the timing table.
+They need `torch==2.13.0` (CPU), an optional dependency (`requirements-test.txt`). The comparisons run
+the lesson's full architecture (ResNet34 at 224 px, random weights: no download) on VOC images;
+*run time* under a minute on 2 CPU cores (32 s when last run, 20 s of it the side-by-side training).
 """),
     code(SETUP),
     code("""
@@ -1446,6 +1459,112 @@ for name, lesson_f, ours in [("BCE", lt.BCE_Loss(20), SSDLoss(anchors, 20)),
     print(f"{name:6s} {'Keras':8s} {k_value:9.5f} {k_loc:8.5f} {k_clas:9.5f}   "
           f"{np.abs(k_grad - t_grad).max():.1e} ({np.abs(t_grad).max():.1e})")
     print(f"{'':15s} relative difference of the loss: {abs(k_value - t_value) / abs(t_value):.1e}")
+"""),
+    md("""
+## Same training: the loss curves, step by step
+
+Same outputs and gradients for one batch are not yet the same *training*. `train_side_by_side`
+(`ssd_keras.reference.parity`) gives both frameworks the same start and the same steps:
+
+* **the same initial weights**: a `LessonSSD` built after `torch.manual_seed(0)`, converted with
+  `convert_lesson_model` (every weight, BatchNorm statistics included);
+* **the same batches**: the first 4 images of the VOC sample in file order, 2 batches of 2 used in
+  turn, squashed to 224 px, no augmentation;
+* **the same optimizer**: SGD with momentum 0.9, learning rate 0.01 on both sides (Keras'
+  `m = 0.9 m - lr g; w += m` is PyTorch's `b = 0.9 b + g; w -= lr b` with `m = -lr b`). Not Adam
+  as it stands: Keras adds its epsilon before the bias correction, PyTorch after, so Keras' ε is
+  PyTorch's ε/√(1 − β₂ᵗ); `optimizer="adam"` sets PyTorch's ε to that at every step;
+* **the same loss**: the lesson's `ssd_loss` with `FocalLoss`, divided by the batch size, against
+  `SSDLoss(anchors, 20, focal=(0.25, 1.0))`, both matching at IoU 0.4;
+* **the same layers training**: the lesson's first stage, `freeze_to(-1)`: the body frozen, the
+  head trained. As in fastai 0.7 (which puts the BatchNorm of frozen layers in `eval()`) and in
+  Keras (`trainable=False`), the body's BatchNorm uses its running statistics and the head's its
+  batch statistics, with momentum 0.1 / 0.9 and eps 1e-5 on both sides. Dropout is 0 on both
+  sides: two frameworks cannot draw the same masks.
+
+A third run, the PyTorch model trained in **float64**, shows how far float32 rounding alone moves
+the curve: the yardstick for the Keras–PyTorch difference. Two heads: the lesson's 4×4 `SSD_Head`
+(16 anchors, notebook 4) and its final `SSD_MultiHead` (189 anchors, notebook 5).
+"""),
+    code("""
+import time
+
+from ssd_keras.reference.parity import train_side_by_side
+
+runs = {}
+for head in ["single", "multi"]:
+    start = time.time()
+    runs[head] = r = train_side_by_side(head=head, steps=8, batch_size=2, num_batches=2, float64_reference=True)
+    print(f"{head} head: {r['settings']['trained_tensors']} trained tensors, {time.time() - start:.0f} s")
+    print(f"{'step':>4s} {'PyTorch':>9s} {'Keras':>9s} {'|K - P| / P':>11s}   {'float64':>9s} {'|P - P64| / P64':>15s}")
+    for i, row in enumerate(zip(r["torch_loss"], r["keras_loss"], r["loss_rel_diff"], r["float64_loss"], r["float64_rel_diff"])):
+        print(f"{i:4d} {row[0]:9.6f} {row[1]:9.6f} {row[2]:11.1e}   {row[3]:9.6f} {row[4]:15.1e}")
+    print(f"trained weights, max |K - P|: {r['weight_rel_diff']:.1e} of the tensor's size ({r['worst_weight']}), "
+          f"{r['update_rel_diff']:.1e} of how far it moved; PyTorch float32 vs float64: "
+          f"{r['float64_weight_rel_diff']:.1e} and {r['float64_update_rel_diff']:.1e}")
+    print(f"BatchNorm running means {r['moving_mean_rel_diff']:.1e}, running variances "
+          f"{r['moving_variance_rel_diff']:.1e} (Keras averages the biased batch variance, PyTorch the unbiased)\\n")
+"""),
+    code("""
+fig, axes = plt.subplots(2, 2, figsize=(10, 6), sharex=True)
+for col, (head, title) in enumerate([("single", "SSD_Head (4×4, 16 anchors)"), ("multi", "SSD_MultiHead (189 anchors)")]):
+    r, steps = runs[head], np.arange(len(runs[head]["torch_loss"]))
+    ax = axes[0, col]
+    ax.plot(steps, r["torch_loss"], "o-", color="tab:red", label="PyTorch (lesson code)")
+    ax.plot(steps, r["keras_loss"], "x--", color="tab:blue", ms=9, label="Keras (ssd_keras)")
+    ax.plot(steps, r["float64_loss"], ":", color="black", label="PyTorch, float64")
+    ax.set_title(title)
+    ax.set_ylabel("loss of the step's batch")
+    ax.legend(fontsize=8)
+    ax = axes[1, col]
+    ax.semilogy(steps, r["loss_rel_diff"], "x--", color="tab:blue", label="|Keras − PyTorch| / PyTorch")
+    ax.semilogy(steps, r["float64_rel_diff"], "o:", color="black", label="|PyTorch − float64| / float64")
+    ax.set_ylim(1e-9, 1)
+    ax.set_xlabel("training step (even: batch 1, odd: batch 2)")
+    ax.set_ylabel("relative difference")
+    ax.legend(fontsize=8)
+fig.tight_layout()
+"""),
+    md(PARITY_CAPTION),
+    md("""
+**The tolerance reached.** With the lesson's 4×4 head, the losses agree to 3.2e-6 (relative) for six
+steps and to 7.2e-5 at steps 6 and 7; the trained weights to 1.7e-3 of each tensor's size, 0.8 % of
+how far training moved it. `tests/test_reference_parity.py` checks 6 steps against looser bounds
+(loss 1e-3, weights 2e-2 of their size: room for other CPUs' kernels) and that a learning rate 2 %
+off on one side fails them. With `SSD_MultiHead`, the first loss and the first update agree (the
+test: the update within 5 % of its size; measured 0.6 %, PyTorch float32 vs float64 0.4 %), the
+later steps only to a few percent.
+
+**Why the floats differ at all.** Both sides compute the same formulas (the sections above) in
+float32, with other kernels and other summation orders: TensorFlow's oneDNN
+convolutions against PyTorch's, BatchNorm's batch means and variances, the loss summed image by image
+in a Python loop (the lesson) or over the whole batch at once (`SSDLoss`). One 256-channel 3×3
+convolution (ResNet34's layer3 size) shows the scale of it (below): TensorFlow rounds several times more than PyTorch, which
+is why Keras is further from PyTorch than PyTorch float32 is from float64. And each step starts from
+weights that already differ by the earlier steps' rounding, so the difference grows with the steps.
+
+**Why it grows so fast with `SSD_MultiHead`.** Its last `StdConv` works on a 1×1 map: at batch 2,
+BatchNorm normalises 2 numbers per channel. The lesson's `StdConv` applies the ReLU *before*
+BatchNorm, so a channel in which one image is just above 0 and the other at 0 has a batch variance
+far below BatchNorm's eps = 1e-5 (7 of the 256 channels at the first step here; 66 more are 0 for
+both images). There BatchNorm's output moves up to 1/√1e-5 ≈ 300 times as fast as its input, and
+which channels sit there changes with every update: rounding differences of 1e-7 become percents
+within two steps, between PyTorch float32 and float64 too. So it is a property of the lesson's model
+at batch 2 (the lesson's batches of 64 give each of those channels 64 numbers), not of either
+framework. Training the body as well (`freeze_to=0`, its BatchNorm in training mode) is as
+sensitive: measured when this was written, PyTorch float32 and float64 part by 0.6-6 % from the
+second step on.
+"""),
+    code("""
+# One 3x3 convolution, 256 -> 256 channels on a 2 x 14 x 14 map, in three ways: max relative error.
+rng = np.random.default_rng(0)
+x_nchw = rng.normal(size=(2, 256, 14, 14)).astype(np.float32)
+w_oihw = (0.03 * rng.normal(size=(256, 256, 3, 3))).astype(np.float32)
+exact = torch.nn.functional.conv2d(torch.tensor(x_nchw, dtype=torch.float64), torch.tensor(w_oihw, dtype=torch.float64), padding=1).numpy()
+by_torch = torch.nn.functional.conv2d(torch.tensor(x_nchw), torch.tensor(w_oihw), padding=1).numpy()
+by_tf = tf.nn.conv2d(x_nchw.transpose(0, 2, 3, 1), w_oihw.transpose(2, 3, 1, 0), 1, "SAME").numpy().transpose(0, 3, 1, 2)
+scale = np.abs(exact).max()
+print(f"float32 PyTorch: {np.abs(by_torch - exact).max() / scale:.1e}   float32 TensorFlow: {np.abs(by_tf - exact).max() / scale:.1e}")
 """),
     md("""
 ## Timing on this machine

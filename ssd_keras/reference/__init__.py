@@ -4,6 +4,8 @@
   `map_to_ground_truth`, `BCE_Loss`, `FocalLoss`, `ssd_1_loss`, `ssd_loss`.
 * `ssd_keras.reference.lesson_model`: a torchvision-named ResNet34 body and the lesson's
   `StdConv`, `OutConv`, `SSD_Head`, `SSD_MultiHead` (`LessonSSD`), plus the weight copy into Keras.
+* `ssd_keras.reference.parity`: `train_side_by_side`, the lesson's model and its Keras conversion
+  trained side by side (same weights, batches, optimizer), their loss curves and weights compared.
 
 These modules import PyTorch, which ssd_keras itself does not need: install it with
 `pip install "ssd_keras[reference]"` (or `pip install torch`; on a CPU-only machine the CPU wheel
