@@ -570,4 +570,7 @@ if __name__ == "__main__":  # pragma: no cover
 
 
 def main_entry():  # pragma: no cover - the installed `ssd_keras` script
+    from ssd_keras._environment import freeze_imported_objects
+
+    freeze_imported_objects()
     sys.exit(main())

@@ -20,11 +20,12 @@ changing images, and any image can be made on its own. Hence two forms of the sa
 from __future__ import annotations
 
 import operator
+import threading
 from collections.abc import Sequence
 
 import numpy as np
 
-from ssd_keras.data.records import DetectionData, Record
+from ssd_keras.data.records import DetectionData, Record, log
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "diamond", "cross", "ring")
 _SPLITS = {"train": 0, "val": 1, "test": 2}
@@ -187,6 +188,60 @@ def make_shapes(count=1000, image_size=128, split="train", seed=0, min_objects=1
     return DetectionData(records, SHAPE_CLASSES, name=f"shapes:{split}")
 
 
+class _KeptExamples:
+    """The images `ShapesRecords(keep=True)` has made, in preallocated numpy arrays by index.
+
+    Why not a dict of `(image, boxes, classes)` tuples: 24000 such entries made Python's cyclic
+    garbage collector walk them again and again while the next epoch allocated, and that epoch
+    took 45 % longer (measured: 17.3 s against 11.6 s with `gc.disable()` for 8000 images).
+    Arrays are one object each. `np.empty` reserves the image memory without touching it, so
+    memory still grows as images are made.
+    """
+
+    def __init__(self, size, image_size, max_objects):
+        self.size, self.image_size, self.max_objects = int(size), int(image_size), int(max_objects)
+        self.images = None  # allocated by the first `put`
+        self._lock = threading.Lock()  # tf.data's parallel calls may put at the same time
+
+    def _allocate(self):
+        n, s, m = self.size, self.image_size, self.max_objects
+        try:
+            images = np.empty((n, s, s, 3), np.uint8)
+        except MemoryError:
+            log.warning("shapes: cannot reserve %d x %d x %d x 3 bytes to keep the images; "
+                        "making them again every epoch instead", n, s, s)
+            self.size = 0
+            return
+        self.boxes = np.zeros((n, m, 4), np.float32)
+        self.classes = np.zeros((n, m), np.int32)
+        self.counts = np.zeros(n, np.int32)
+        self.filled = np.zeros(n, bool)
+        self.images = images  # last: `__contains__` tests it
+
+    def __len__(self):
+        """How many images are kept."""
+        return 0 if self.images is None else int(self.filled.sum())
+
+    def __contains__(self, index):
+        return self.images is not None and 0 <= index < self.size and bool(self.filled[index])
+
+    def get(self, index):
+        k = self.counts[index]
+        return self.images[index], self.boxes[index, :k], self.classes[index, :k]
+
+    def put(self, index, example):
+        with self._lock:
+            if self.images is None and self.size:
+                self._allocate()
+        if not 0 <= index < self.size:
+            return
+        image, boxes, classes = example
+        k = len(classes)
+        self.images[index] = image
+        self.boxes[index, :k], self.classes[index, :k], self.counts[index] = boxes, classes, k
+        self.filled[index] = True
+
+
 class ShapesRecords(Sequence):
     """The records of a `shapes` split, each generated when it is read (nothing is stored).
 
@@ -203,8 +258,12 @@ class ShapesRecords(Sequence):
         self.indices = indices if isinstance(indices, range) else np.asarray(indices, np.int64).reshape(-1)
         self.keep = bool(keep)
         # Shared by slices: index -> (boxes, classes), so ground truths are made once per image;
-        # with `keep`, index -> (image, boxes, classes).
-        self._targets, self._kept = _shared if _shared is not None else ({}, {})
+        # with `keep`, the images made so far (`_KeptExamples`).
+        if _shared is None:
+            idx = self.indices
+            size = 0 if not len(idx) else (idx[-1] + 1 if isinstance(idx, range) else int(np.max(idx)) + 1)
+            _shared = ({}, _KeptExamples(size, settings["image_size"], settings["max_objects"]))
+        self._targets, self._kept = _shared
 
     @property
     def image_shape(self):
@@ -232,10 +291,10 @@ class ShapesRecords(Sequence):
         """`(uint8 image [S, S, 3], boxes [n, 4] relative yxyx, classes [n])` of element `i`."""
         index = int(self.indices[i])
         if index in self._kept:
-            return self._kept[index]
+            return self._kept.get(index)
         out = _example(self.settings, index)
         if self.keep:  # (parallel pipeline calls may both make an image: same result, one kept)
-            self._kept[index] = out
+            self._kept.put(index, out)
         return out
 
     def targets(self, i):
@@ -243,7 +302,7 @@ class ShapesRecords(Sequence):
         noise, cached)."""
         index = int(self.indices[i])
         if index in self._kept:
-            return self._kept[index][1:]
+            return self._kept.get(index)[1:]
         if index not in self._targets:
             self._targets[index] = _example(self.settings, index, noise=False)[1:]
         return self._targets[index]
