@@ -64,6 +64,17 @@ def build_model():
 STOPPED = 17  # the exit status of a worker stopped by `StopAt`
 
 
+def problem_dataset():
+    """`make_problem()` as a tf.data set of global batches, sharded by data across workers."""
+    import tensorflow as tf
+
+    images, y_true = make_problem()
+    ds = tf.data.Dataset.from_tensor_slices((images, y_true)).batch(GLOBAL_BATCH)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
+
+
 def train(strategy=None, epochs=1, callbacks=None):
     """fit_one_cycle for `epochs` epochs (2 steps each, global batch 8, SGD), validated on the
     same data (so `evaluate` runs distributed too) → (history, weights, model)."""
@@ -73,11 +84,7 @@ def train(strategy=None, epochs=1, callbacks=None):
     from ssd_keras.training import fit_one_cycle
 
     strategy = strategy or tf.distribute.get_strategy()
-    images, y_true = make_problem()
-    ds = tf.data.Dataset.from_tensor_slices((images, y_true)).batch(GLOBAL_BATCH)
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    ds = ds.with_options(options)
+    ds = problem_dataset()
     with strategy.scope():
         model = build_model()
     hist = fit_one_cycle(model, ds, epochs, 0.5, div=2, cut_div=2, val_ds=ds, optimizer="sgd",
@@ -103,11 +110,7 @@ def train_recipe(strategy=None, out_dir=None, callbacks=None):
     from ssd_keras.recipes import fit_lesson_recipe
 
     strategy = strategy or tf.distribute.get_strategy()
-    images, y_true = make_problem()
-    ds = tf.data.Dataset.from_tensor_slices((images, y_true)).batch(GLOBAL_BATCH)
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    ds = ds.with_options(options)
+    ds = problem_dataset()
     with strategy.scope():
         model = build_model()
         model.compile(loss=SSDLoss(AnchorConfig.single_grid(2), NUM_CLASSES))
