@@ -191,10 +191,11 @@ def make_shapes(count=1000, image_size=128, split="train", seed=0, min_objects=1
 class _KeptExamples:
     """The images `ShapesRecords(keep=True)` has made, in preallocated numpy arrays by index.
 
-    Why not a dict of `(image, boxes, classes)` tuples: 24000 such entries made Python's cyclic
-    garbage collector walk them again and again while the next epoch allocated, and that epoch
-    took 45 % longer (measured: 17.3 s against 11.6 s with `gc.disable()` for 8000 images).
-    Arrays are one object each. `np.empty` reserves the image memory without touching it, so
+    Why not a dict of `(image, boxes, classes)` tuples: the demo's 24000 entries are ~100 000
+    more objects for every full pass of Python's cyclic garbage collector, and full passes
+    already slowed one demo epoch in four by ~45 % (the command line now freezes the objects
+    TensorFlow leaves, `ssd_keras._environment.freeze_imported_objects`); here there are five
+    arrays, whatever the count. `np.empty` reserves the image memory without touching it, so
     memory still grows as images are made.
     """
 
