@@ -288,7 +288,7 @@ def save_detection_grid(detector, images, y_true, path, score_threshold=None, ma
         k = int(out["num_detections"][i])
         show_detections(image, {"boxes": out["boxes"][i, :k], "scores": out["scores"][i, :k],
                                 "classes": out["classes"][i, :k]}, None, names, ax=axes[i, 1])
-        axes[i, 1].set_title(f"{k} detections (score > {threshold:g})")
+        axes[i, 1].set_title(f"{k} detection{'' if k == 1 else 's'} (score > {threshold:g})")
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
     fig.savefig(path, dpi=72)

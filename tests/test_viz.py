@@ -75,3 +75,30 @@ def test_show_detections(tmp_path, shapes):
     fig = viz.show_detections(r.image, det, score_threshold=0.95)
     assert len(fig.axes) == 1 and len(fig.axes[0].patches) == 0
     viz.plt.close("all")
+
+
+def test_save_detection_grid_rows_titles_and_png(tmp_path, monkeypatch):
+    """Ground truth left, the detector's detections right, one image per row; the titles count
+    the detections shown (in the singular for one)."""
+
+    class StubDetector:  # save_detection_grid needs only `detect` and `class_names`
+        class_names = ("circle", "square")
+
+        def detect(self, images, score_threshold, max_detections):
+            n = len(images)
+            boxes = np.tile(np.float32([0.1, 0.1, 0.6, 0.6]), (n, 3, 1))
+            return {"boxes": boxes, "scores": np.full((n, 3), 0.9, np.float32),
+                    "classes": np.zeros((n, 3), np.int32), "num_detections": np.int32([1, 2])}
+
+    made = []
+    subplots = viz.plt.subplots
+    monkeypatch.setattr(viz.plt, "subplots", lambda *a, **k: made.append(subplots(*a, **k)) or made[-1])
+    images = np.zeros((2, 32, 32, 3), np.float32)
+    y_true = np.full((2, 2, 5), -1, np.float32)
+    y_true[:, 0] = [0.1, 0.1, 0.6, 0.6, 1]
+    path = viz.save_detection_grid(StubDetector(), images, y_true, tmp_path / "grid.png")
+    _png(path)
+    axes = made[0][1]
+    assert axes.shape == (2, 2)
+    assert [axes[i, 0].get_title() for i in range(2)] == ["ground truth"] * 2
+    assert [axes[i, 1].get_title() for i in range(2)] == ["1 detection (score > 0.3)", "2 detections (score > 0.3)"]
