@@ -101,7 +101,8 @@ def convert_lesson_model(
             k = 9, for `SSD_MultiHead`; `AnchorConfig.single_grid(4)` for `SSD_Head`).
         image_size: input side (the lesson's 224: ResNet34's 7×7 map halves onto 4, 2, 1).
         dropout: head dropout for further training; default the module's own (`head.drop.p`)
-            when given a module, else the lesson's (0.4 multi, 0.25 single).
+            when given a module, else the lesson's (0.4 multi, 0.25 single). A module's
+            `SSD_Head` StdConv dropout (`head.sconv0.drop.p`) is carried over as well.
         name: the Keras model's name.
     Returns:
         the Keras model, every weight (BatchNorm running statistics included) copied, so that
@@ -128,12 +129,16 @@ def convert_lesson_model(
         )
     if head == "single" and len(anchors.grids) != 1:
         raise ValueError(f"convert_lesson_model: the torch model has SSD_Head (one grid), anchors.grids={anchors.grids}")
-    if dropout is None and hasattr(getattr(getattr(source, "head", None), "drop", None), "p"):
-        dropout = float(source.head.drop.p)
+    module_head = getattr(source, "head", None)
+    if dropout is None and hasattr(getattr(module_head, "drop", None), "p"):
+        dropout = float(module_head.drop.p)
+    conv_dropout = None
+    if head == "single" and hasattr(getattr(getattr(module_head, "sconv0", None), "drop", None), "p"):
+        conv_dropout = float(module_head.sconv0.drop.p)
 
     model = build_ssd(
         classes, anchors, backbone="resnet34", weights=None, image_size=image_size, head=head,
-        dropout=dropout, head_filters=filters, name=name,
+        dropout=dropout, head_filters=filters, name=name, conv_dropout=conv_dropout,
     )
     named = {f"body.{l.name.replace('_', '.')}": l for l in model.get_layer("backbone").layers if l.weights}
     for lesson_name, layer in model.get_layer("head").lesson_layers().items():

@@ -29,6 +29,7 @@ def build_ssd(
     dropout=None,
     head_filters=256,
     name="ssd",
+    conv_dropout=None,
 ):
     """The lesson's SSD model: images → `y_pred`.
 
@@ -47,6 +48,9 @@ def build_ssd(
             `anchors` has one grid, else multi.
         bias: class-logit bias init of the `OutConv`s (default: lesson's -3 single, -4 multi).
         dropout: head dropout (default: lesson's 0.25 single, 0.4 multi).
+        conv_dropout: the single head's `StdConv` dropout (the lesson's 0.1 by default). The
+            multi head uses `dropout` in its `StdConv`s too, as the lesson does; a different
+            `conv_dropout` with it is a ValueError.
         head_filters: channels of the head's `StdConv`s (lesson: 256); the CPU demo uses
             fewer, which makes its training step ~20% faster.
     Returns:
@@ -94,9 +98,13 @@ def build_ssd(
     if head == "single":
         head_layer = SSDHead(
             num_classes, anchors, bias=-3.0 if bias is None else bias,
-            dropout=0.25 if dropout is None else dropout, filters=head_filters, name="head",
+            dropout=0.25 if dropout is None else dropout,
+            conv_dropout=0.1 if conv_dropout is None else conv_dropout, filters=head_filters, name="head",
         )
     else:
+        if conv_dropout is not None and conv_dropout != (0.4 if dropout is None else dropout):
+            raise ValueError(f"build_ssd: the multi head's StdConvs use dropout={dropout} (as the lesson's); "
+                             f"conv_dropout={conv_dropout} applies to head='single' only")
         head_layer = SSDMultiHead(
             num_classes, anchors, bias=-4.0 if bias is None else bias,
             dropout=0.4 if dropout is None else dropout, filters=head_filters, name="head",

@@ -62,6 +62,19 @@ def test_outputs_equal_the_torch_models(is_multi, multi, multi_keras):
     np.testing.assert_allclose(y_keras, y_torch, rtol=1e-4, atol=1e-4 * np.abs(y_torch).max())
     head = km.get_layer("head")
     assert head.dropout == tm.head.drop.p and head.filters == 256
+    # The StdConvs' dropout too: the lesson's SSD_Head keeps 0.1 there, SSD_MultiHead its drop.
+    assert head.conv_dropout == tm.head.sconv0.drop.p == (0.4 if is_multi else 0.1)
+
+
+def test_a_modules_dropout_rates_are_carried_over():
+    tm = _lesson_model(multi=False)
+    tm.head.drop.p = 0.0
+    for conv in (tm.head.sconv0, tm.head.sconv2):
+        conv.drop.p = 0.0
+    head = convert_lesson_model(tm).get_layer("head")
+    assert (head.dropout, head.conv_dropout) == (0.0, 0.0)
+    convs = [layer for name, layer in head.lesson_layers().items() if name.startswith("sconv")]
+    assert len(convs) == 2 and {c.drop.rate for c in convs} == {0.0}
 
 
 def test_files_and_fastai_layout_give_the_same_model(multi, multi_keras, tmp_path):

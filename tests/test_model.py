@@ -47,7 +47,11 @@ def test_output_shape_dtype_and_structure(model):
 def test_single_grid_anchors_pick_the_single_head():
     m = build_ssd(C, AnchorConfig.single_grid(4), backbone="tiny", image_size=SIZE)
     head = m.get_layer("head")
-    assert isinstance(head, SSDHead) and (head.bias, head.dropout) == (-3.0, 0.25)
+    assert isinstance(head, SSDHead) and (head.bias, head.dropout, head.conv_dropout) == (-3.0, 0.25, 0.1)
+    m = build_ssd(C, AnchorConfig.single_grid(4), backbone="tiny", image_size=SIZE, conv_dropout=0.0)
+    assert m.get_layer("head").conv_dropout == 0.0 and m.get_layer("head").sconv0.drop.rate == 0.0
+    with pytest.raises(ValueError, match="conv_dropout=0.2 applies to head='single' only"):
+        build_ssd(C, AnchorConfig(), backbone="tiny", image_size=SIZE, conv_dropout=0.2)
     assert m.output.shape == (None, 16, 4 + C + 1)
 
 

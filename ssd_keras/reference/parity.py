@@ -156,11 +156,6 @@ def _train_torch(model, frozen, batches, steps, dtype, optimizer, learning_rate,
     return np.array(losses), time.perf_counter() - start
 
 
-def _keras_layers(model):
-    """Every layer inside `model`, including those inside custom layers (StdConv's bn, drop)."""
-    return model._flatten_layers(include_self=False, recursive=True)  # Keras 3's own walk
-
-
 def _keras_weights(keras_model):
     return {w.path: np.array(w.numpy(), np.float64) for w in keras_model.weights}
 
@@ -292,10 +287,8 @@ def train_side_by_side(
         for m in torch_model.modules():  # SSD_Head's StdConvs keep their own dropout (0.1)
             if isinstance(m, torch.nn.Dropout):
                 m.p = 0.0
+        # The conversion carries the module's dropout rates over (head and StdConvs).
         keras_model = convert_lesson_model(torch_model, num_classes, anchors, image_size=image_size)
-        for layer in _keras_layers(keras_model):  # SSDHead's conv_dropout too
-            if isinstance(layer, keras.layers.Dropout):
-                layer.rate = 0.0
         initial = _as_keras(torch_model, keras_model)
         initial_torch = _torch_params(torch_model)
         reference = copy.deepcopy(torch_model).double() if float64_reference else None
