@@ -83,6 +83,16 @@ def _image_size(text):
     return value
 
 
+def _class_names(text):
+    """`--classes`: "auto", or comma-separated names (id = position), each once."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if names == ["auto"]:
+        return "auto"
+    if not names or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"a class name is given twice or none at all: {text!r}")
+    return tuple(names)
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -180,7 +190,7 @@ def build_parser():
                        "has one, else --val-fraction of the training images; a split name; or 'none'")
     train.add_argument("--val-fraction", type=_open_unit_float, default=0.1,
                        help="the part of the training images held out when the source has no val split")
-    train.add_argument("--classes", default=None,
+    train.add_argument("--classes", type=_class_names, default=None,
                        help="the class names of a VOC folder or CSV: comma-separated (id = position) or "
                        "'auto' (the 20 VOC names when every name found is one, else the sorted names "
                        "found); default: the 20 VOC names for a VOC folder, 'auto' for a CSV")
@@ -402,10 +412,7 @@ def cmd_train(args):
     if args.classes:
         if source_kind(args.data) not in ("voc", "csv"):
             raise UsageError("--classes", f"a {source_kind(args.data)} source names its own classes")
-        names = [n.strip() for n in args.classes.split(",") if n.strip()]
-        if names != ["auto"] and len(set(names)) != len(names):
-            raise UsageError("--classes", f"a class name is given twice: {args.classes!r}")
-        reader["class_names"] = "auto" if names == ["auto"] else tuple(names)
+        reader["class_names"] = args.classes
     val_reader = dict(reader)
     if source_kind(args.data) == "shapes":
         reader = dict(count=args.train_images or 2000, image_size=args.image_size, seed=args.seed)

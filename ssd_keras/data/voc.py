@@ -138,6 +138,8 @@ def read_voc(root, split="trainval", keep_difficult=True, class_names=VOC_CLASSE
         check_images: check each image file (exists, non-empty, readable header, JPEG not
             truncated, size equal to the XML's) so that bad files never reach TensorFlow.
     """
+    if isinstance(class_names, str) and class_names != "auto":
+        raise ValueError(f"read_voc: class_names must be a list of names or 'auto', got {class_names!r}")
     voc = find_voc_root(root)
     policy = ErrorPolicy(on_error)
     ann_dir = os.path.join(voc, "Annotations")
@@ -161,9 +163,7 @@ def read_voc(root, split="trainval", keep_difficult=True, class_names=VOC_CLASSE
             parsed.append((image_id, xml, parse_voc_xml(xml)))
         except ValueError as e:
             policy.problem(xml, str(e).removeprefix(f"{xml}: "))
-    if isinstance(class_names, str):
-        if class_names != "auto":
-            raise ValueError(f"read_voc: class_names must be a list of names or 'auto', got {class_names!r}")
+    if isinstance(class_names, str):  # "auto" (checked above)
         class_names = class_names_for(n for _, _, a in parsed for n in a["names"])
         if class_names != VOC_CLASSES:
             log.info("read_voc: %d class names from the annotations: %s", len(class_names),
