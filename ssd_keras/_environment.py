@@ -13,7 +13,7 @@ never changes the environment:
 
 `freeze_imported_objects` (called by the command line's process entry points once TensorFlow
 and Keras are imported, never by library code) moves every object alive at that point out of
-Python's cyclic garbage collector's reach (`gc.freeze()`): TensorFlow and Keras leave ~10^6
+Python's cyclic garbage collector's reach (`gc.freeze()`): TensorFlow and Keras leave ~3 x 10^5
 long-lived objects, and the full collections that walked them during training cost the demo
 one epoch in four (8000 shapes images at 64 px: 48.7-51.2 s → 42.6 s for three epochs).
 """
