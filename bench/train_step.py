@@ -26,6 +26,7 @@ by the best measured fp32 matmul (`bench/peak.py`).
     python bench/train_step.py --full             # batch 32, 2 warm-up steps, 3 rounds × 5 steps
     python bench/train_step.py --mixed-precision  # add mixed_bfloat16 (CPU) / mixed_float16 (GPU)
     python bench/train_step.py --only keras-xla,torch-eager --batch-size 8 --steps 2
+    python bench/train_step.py --isolate --only keras-fbn,torch-eager  # each case in its own process
     python bench/train_step.py --profile /tmp/prof --only keras   # time per TF op type
 """
 
@@ -321,25 +322,29 @@ def onednn_enabled() -> bool:
     return bool(_pywrap_util_port.IsMklEnabled())
 
 
-class SubprocessKerasRunner:
-    """A `KerasRunner` in a child process with `TF_ENABLE_ONEDNN_OPTS` set (`onednn` True/False).
+class ChildRunner:
+    """Any case's runner in a child process, driven step by step (`time N` on its stdin) so that
+    it still takes part in the interleaved timing rounds.
 
-    The switch is read once when TensorFlow starts, so the other setting needs its own process;
-    the child is driven step by step (`time N` on its stdin) so that it still takes part in the
-    interleaved timing rounds.
+    Used for the `keras-onednn` / `keras-eigen` cases (`TF_ENABLE_ONEDNN_OPTS` is read once, when
+    TensorFlow starts, so the other setting needs its own process) and, with `--isolate`, for
+    every case: then no framework's thread pools share a process with another's. In one process,
+    PyTorch's rate depended on which TensorFlow case ran just before it (bench/results/
+    20261201-issue13.md).
     """
 
-    def __init__(self, batch_size, onednn, fused_bn=None):
+    def __init__(self, case, batch_size):
         import subprocess
 
-        env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="1" if onednn else "0")
-        if fused_bn is not None:
-            env["SSD_KERAS_FUSED_BN"] = "1" if fused_bn else "0"
+        tokens = case.split("-")
+        env = dict(os.environ)
+        if "onednn" in tokens or "eigen" in tokens:
+            env["TF_ENABLE_ONEDNN_OPTS"] = "1" if "onednn" in tokens else "0"
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--worker", "--batch-size", str(batch_size)],
+            [sys.executable, os.path.abspath(__file__), "--worker", case, "--batch-size", str(batch_size)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
         )
-        self.batch_size, self.onednn = batch_size, onednn
+        self.case, self.batch_size = case, batch_size
         self._ask("ping")
 
     def _ask(self, line):
@@ -347,8 +352,8 @@ class SubprocessKerasRunner:
         self.proc.stdin.flush()
         reply = self.proc.stdout.readline()
         if not reply:
-            raise RuntimeError(f"train_step worker (TF_ENABLE_ONEDNN_OPTS={int(self.onednn)}) exited "
-                               f"with {self.proc.wait()}; run it alone to see its error")
+            raise RuntimeError(f"train_step worker for {self.case} exited with {self.proc.wait()}; "
+                               f"run the case alone to see its error")
         return json.loads(reply)
 
     def time(self, steps):
@@ -368,21 +373,22 @@ class SubprocessKerasRunner:
             pass
 
 
-def _worker(batch_size):
-    """The child side of `SubprocessKerasRunner`: one JSON reply per command line."""
+def _worker(case, batch_size):
+    """The child side of `ChildRunner`: one JSON reply per command line."""
     out = sys.stdout
     sys.stdout = sys.stderr  # keep Keras / TF prints off the reply channel
-    runner = KerasRunner(batch_size)
+    runner = _make_runner(case, batch_size, child=True)
+    keras_case = case.startswith("keras")
     for line in sys.stdin:
         cmd, *arg = line.split()
         if cmd == "ping":
-            reply = {"onednn": onednn_enabled()}
+            reply = {"onednn": onednn_enabled() if keras_case else None}
         elif cmd == "time":
             reply = runner.time(int(arg[0]))
         elif cmd == "info":
-            reply = {**runner.info(), "onednn": onednn_enabled()}
+            reply = {**runner.info(), **({"onednn": onednn_enabled()} if keras_case else {})}
         elif cmd == "flops":
-            reply = runner.forward_flops()
+            reply = runner.forward_flops() if keras_case else None
         else:
             break
         out.write(json.dumps(reply) + "\n")
@@ -401,11 +407,13 @@ def default_cases(mixed_precision=False, quick=True):
     return [c for c in ALL_CASES if c not in skip and (mixed_precision or not c.endswith("mp"))]
 
 
-def _make_runner(case, batch_size):
+def _make_runner(case, batch_size, isolate=False, child=False):
+    """The runner of `case`: in this process, or in a `ChildRunner` (always for the oneDNN
+    switch cases, for every case with `isolate`); `child`: we are that child."""
     tokens = case.split("-")
     fused_bn = True if "fbn" in tokens else (False if "kbn" in tokens else None)
-    if "onednn" in tokens or "eigen" in tokens:
-        return SubprocessKerasRunner(batch_size, onednn="onednn" in tokens, fused_bn=fused_bn)
+    if not child and (isolate or "onednn" in tokens or "eigen" in tokens):
+        return ChildRunner(case, batch_size)
     if case.startswith("keras"):
         return KerasRunner(batch_size, jit_compile="xla" in tokens, mixed_precision=case.endswith("mp"),
                            fused_bn=fused_bn)
@@ -420,14 +428,15 @@ def _error(e):
 
 
 def run(quick=True, batch_size=None, warmup=None, steps=None, rounds=None, mixed_precision=False,
-        only=None, peak_gflops=None):
+        only=None, peak_gflops=None, isolate=False):
     """Rows per case: img/s (median over rounds), ratio to `torch-eager`, fraction of peak.
 
     All runners are built and warmed up first, then timed in `rounds` interleaved rounds of
     `steps` steps each (case A, B, C, A, B, C, ...), so a change in machine load hits every
     case alike; the median round counts. `only`: case names from `ALL_CASES`; default:
     `default_cases(mixed_precision, quick)`. `peak_gflops`: the
-    reference for the fraction of peak (measured with `bench/peak.py` if None).
+    reference for the fraction of peak (measured with `bench/peak.py` if None). `isolate`: each
+    case in its own child process (`ChildRunner`), still interleaved.
     """
     batch_size = batch_size or (16 if quick else 32)
     warmup = warmup or 2
@@ -448,7 +457,7 @@ def run(quick=True, batch_size=None, warmup=None, steps=None, rounds=None, mixed
     for c in cases:
         try:
             t0 = time.perf_counter()
-            runner = _make_runner(c, batch_size)
+            runner = _make_runner(c, batch_size, isolate)
             runner.time(warmup)  # tracing, XLA / inductor compilation, allocator warm-up
             rows[c]["setup_s"] = round(time.perf_counter() - t0, 1)
             runners[c] = runner
@@ -469,7 +478,7 @@ def run(quick=True, batch_size=None, warmup=None, steps=None, rounds=None, mixed
     flops = None
     for c, runner in runners.items():
         rows[c].update(value=float(np.median(samples[c])), samples=[round(v, 3) for v in samples[c]], **runner.info())
-        if flops is None and isinstance(runner, (KerasRunner, SubprocessKerasRunner)):
+        if flops is None and c.startswith("keras"):
             flops = runner.forward_flops()
     if flops is None:
         try:
@@ -517,10 +526,13 @@ def main(argv=None):
     p.add_argument("--profile", metavar="DIR",
                    help="instead of the benchmark: trace one Keras step (case from --only, default "
                         "keras) into DIR and print the time per TF op type")
-    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--isolate", action="store_true",
+                   help="run every case in its own child process (no thread pools shared between "
+                        "frameworks), still in interleaved rounds")
+    p.add_argument("--worker", metavar="CASE", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        return _worker(args.batch_size or 16)
+        return _worker(args.worker, args.batch_size or 16)
     if args.profile:
         case = args.only.split(",")[0] if args.only else "keras"
         runner = _make_runner(case, args.batch_size or 16)
@@ -530,7 +542,7 @@ def main(argv=None):
             print(f"| {op} | {ms:.0f} | {100 * share:.1f} % |")
         return
     rows = run(not args.full, args.batch_size, args.warmup, args.steps, args.rounds, args.mixed_precision,
-               args.only.split(",") if args.only else None)
+               args.only.split(",") if args.only else None, isolate=args.isolate)
     for r in rows:
         v = r.get("value")
         extra = f"ratio {r['ratio']:.2f}  {r['gflops']:.1f} GFLOP/s = {100 * r['peak_fraction']:.0f}% of peak" if v and "ratio" in r else r.get("error", "")
