@@ -154,9 +154,13 @@ def _element_fn(image_size, resize, augment, min_box_size, max_boxes):
 
 
 def _generated_items(source, max_boxes):
-    """Indices `0..n-1`, no `gather` step, and a `fetch(i)` that runs the source's numpy
-    generator inside the pipeline (`tf.numpy_function`: parallel calls share the GIL, but numpy
-    releases it in its array loops); only the images in flight exist."""
+    """Indices `0..n-1`, a `gather` step that runs the source's numpy generator inside the
+    pipeline on chunks of 32 shuffled indices (`tf.numpy_function`), and a `fetch` that cuts
+    each image's boxes to its object count; only the images in flight exist.
+
+    One Python call per chunk rather than per image: parallel calls share the GIL, and per
+    image the call and its hand-over between tf.data's threads cost more than making a 64 px
+    image (bench/README.md, "The demo's defaults")."""
     bound = int(source.max_objects)
     if max_boxes is None:
         max_boxes = max(1, bound)
@@ -167,19 +171,36 @@ def _generated_items(source, max_boxes):
     if len(shape) != 3 or shape[-1] != 3:
         raise ValueError(f"make_dataset: generated images must be [H, W, 3], got {shape}")
 
-    def generate(i):
-        image, boxes, classes = source.example(int(i))
-        return (np.asarray(image, np.uint8), np.asarray(boxes, np.float32).reshape(-1, 4),
-                np.asarray(classes, np.int32).reshape(-1))
+    def generate(indices):
+        n = len(indices)
+        images = np.empty((n, *shape), np.uint8)
+        boxes = np.zeros((n, max_boxes, 4), np.float32)
+        classes = np.full((n, max_boxes), -1, np.int32)
+        counts = np.zeros(n, np.int32)
+        for row, i in enumerate(indices):
+            image, b, c = source.example(int(i))
+            k = min(len(c), max_boxes)
+            images[row] = image
+            boxes[row, :k] = np.asarray(b, np.float32).reshape(-1, 4)[:k]
+            classes[row, :k] = np.asarray(c, np.int32).reshape(-1)[:k]
+            counts[row] = k
+        return images, boxes, classes, counts
 
-    def fetch(i):
-        image, b, c = tf.numpy_function(generate, [i], (tf.uint8, tf.float32, tf.int32), name="generate_example")
-        image.set_shape(shape)
-        b.set_shape([None, 4])
-        c.set_shape([None])
-        return tf.cast(image, tf.float32), b[:max_boxes], c[:max_boxes]
+    def generate_chunk(indices):
+        out = tf.numpy_function(generate, [indices], (tf.uint8, tf.float32, tf.int32, tf.int32),
+                                name="generate_examples")
+        for t, s in zip(out, ([None, *shape], [None, max_boxes, 4], [None, max_boxes], [None])):
+            t.set_shape(s)
+        return out
 
-    return tf.data.Dataset.range(len(source)), None, fetch, max_boxes
+    def gather(ds):
+        return ds.batch(32).map(generate_chunk, num_parallel_calls=AUTOTUNE, deterministic=True).unbatch()
+
+    def fetch(item):
+        image, b, c, k = item
+        return tf.cast(image, tf.float32), b[:k], c[:k]
+
+    return tf.data.Dataset.range(len(source)), gather, fetch, max_boxes
 
 
 def _record_items(records, max_boxes):
