@@ -27,6 +27,8 @@ def parse_args(argv=None):
     p.add_argument("--min-size", type=float, default=0.12, help="shapes: smallest object side")
     p.add_argument("--max-size", type=float, default=0.6, help="shapes: largest object side")
     p.add_argument("--max-objects", type=int, default=8, help="shapes: objects per image at most")
+    p.add_argument("--body", choices=("tiny", "tiny8"), default="tiny",
+                   help="tiny (stride 16, widths from --filters) or tiny8 (tiny's first 3 stages, stride 8)")
     p.add_argument("--filters", default="32,64,96,128", help="tiny body stage widths")
     p.add_argument("--head-filters", type=int, default=256)
     p.add_argument("--focal", default=None, help="ALPHA,GAMMA for the focal loss (default BCE)")
@@ -46,7 +48,7 @@ def main(argv=None):
     import numpy as np
 
     from ssd_keras.anchors import AnchorConfig
-    from ssd_keras.backbones import tiny_body
+    from ssd_keras.backbones import get_backbone, tiny_body
     from ssd_keras.data import RandomFlip, make_dataset, make_shapes
     from ssd_keras.losses import SSDLoss
     from ssd_keras.evaluation import evaluate_detections, evaluate_model
@@ -63,7 +65,10 @@ def main(argv=None):
     train_ds = make_dataset(train.records, image_size=a.size, batch_size=a.batch, shuffle=True,
                             seed=0, augment=[RandomFlip()] if a.flip else None)
     val_ds = make_dataset(val.records, image_size=a.size, batch_size=50)
-    body = tiny_body((a.size, a.size, 3), filters=tuple(int(f) for f in a.filters.split(",")))
+    if a.body == "tiny8":
+        body = get_backbone("tiny8", input_shape=(a.size, a.size, 3))
+    else:
+        body = tiny_body((a.size, a.size, 3), filters=tuple(int(f) for f in a.filters.split(",")))
     model = build_ssd(num_classes, anchors, backbone=body, image_size=a.size, dropout=a.dropout,
                       head_filters=a.head_filters)
     focal = None if a.focal is None else tuple(float(x) for x in a.focal.split(","))

@@ -883,8 +883,8 @@ here, both on generated `shapes` (a CPU cannot train the lesson's ResNet34 on VO
   schedule — far too short to detect anything;
 * the **two trained models** of the lesson's comparison, 189 anchors with BCE and with focal loss,
   loaded from `assets/` at the end: both trained the same way by `notebooks/train_checkpoints.py`
-  (the `demo_tiny64` recipe of `python -m ssd_keras demo`: tiny body from scratch at 64 px, 24000
-  images × 4 epochs, one-cycle to 3e-3, flips), each about 31 minutes of wall time on two heavily shared CPU cores (printed below); only the loss differs.
+  (the recipe `python -m ssd_keras demo` had when they were made: tiny body from scratch at 64 px,
+  24000 images × 4 epochs, batch 16, one-cycle to 3e-3, flips), each about 31 minutes of wall time on two heavily shared CPU cores (printed below); only the loss differs.
 
 The lesson's configuration on a GPU (`ssd_keras.recipes.lesson_stages` /
 `python -m ssd_keras train --data voc:PATH --backbone resnet34 --image-size 224 --weights imagenet`):
@@ -1097,10 +1097,11 @@ fig.subplots_adjust(bottom=0.3);
 
 The lesson trains the multi-grid model with BCE, looks at its predictions, then trains the same
 model with the focal loss and shows the improvement. Here both are checkpoints in `assets/`, made by
-`notebooks/train_checkpoints.py` with the same recipe (the `demo_tiny64` preset and recipe: tiny body
-trained from scratch at 64 px, head 128 filters, 24000 generated images × 4 epochs, batch 16,
-one-cycle to 3e-3 with `use_clr=(20, 10)`, flips; `shapes` with 1-4 objects of 20-60 % of the side,
-seed 0); only the classification loss differs. Each file's metadata records the command, the
+`notebooks/train_checkpoints.py` with the same recipe (the `demo_tiny64` preset and recipe of
+2026-11-29, when they were made: tiny body trained from scratch at 64 px, head 128 filters, 24000
+generated images × 4 epochs, batch 16, one-cycle to 3e-3 with `use_clr=(20, 10)`, flips; `shapes`
+with 1-4 objects of 20-60 % of the side, seed 0; the demo has since moved to the `tiny8` body at
+batch 64); only the classification loss differs. Each file's metadata records the command, the
 training time and the held-out mAP; `python -m ssd_keras evaluate --model FILE --data shapes`
 rebuilds the same 300 held-out images (split "val") and prints the same mAP.
 """),

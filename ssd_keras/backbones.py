@@ -9,7 +9,8 @@ always feed raw 0–255 float images:
 | `resnet34`    | here, torchvision's exact structure     | "torch" (ImageNet mean/std) | 7×7 | 512 |
 | `resnet50`    | `keras.applications.ResNet50`           | "caffe" (BGR, mean)  | 7×7 | 2048 |
 | `mobilenetv2` | `keras.applications.MobileNetV2`        | "tf" ([-1, 1])       | 7×7 | 1280 |
-| `tiny`        | here, 4 stride-2 stages (CPU demo/tests) | "tf" ([-1, 1])      | 14×14 (image/16) | 128 |
+| `tiny`        | here, 4 stride-2 stages (CPU tests)     | "tf" ([-1, 1])      | 14×14 (image/16) | 128 |
+| `tiny8`       | `tiny`'s first 3 stages (the CPU demo)  | "tf" ([-1, 1])      | 28×28 (image/8) | 96 |
 
 Keras has no ResNet34, the lesson's body; `resnet34` below is torchvision's `resnet34` cut
 before the average pool (fastai's `ConvnetBuilder` body), layer for layer, with PyTorch's
@@ -38,7 +39,9 @@ _register = keras.saving.register_keras_serializable(package="ssd_keras")
 RESNET34_IMAGENET_URL = "https://huggingface.co/timm/resnet34.tv_in1k/resolve/main/model.safetensors"
 RESNET34_IMAGENET_FILE = "resnet34.tv_in1k.safetensors"
 TORCH_SUFFIXES = (".pth", ".pt")
-BACKBONES = ("resnet34", "resnet50", "mobilenetv2", "tiny")
+BACKBONES = ("resnet34", "resnet50", "mobilenetv2", "tiny", "tiny8")
+#: the small bodies made here for CPU demos and tests: name -> `tiny_body` stage widths.
+TINY_FILTERS = {"tiny": (32, 64, 96, 128), "tiny8": (32, 64, 96)}
 
 
 @_register
@@ -315,10 +318,18 @@ def _download(url, fname, what):
 
 
 def tiny_body(input_shape=(128, 128, 3), filters=(32, 64, 96, 128)):
-    """A small conv body: 4 stages, each a stride-2 3×3 conv-BN-ReLU (stages 2–4 add a
-    stride-1 conv-BN-ReLU). Map = image / 16 (8×8 at 128 px, 4×4 at 64 px), 128 channels,
-    0.45 M parameters, about 0.22 GFLOPs (0.11 G multiply-adds) per 128 px image (ResNet34 at
-    224: 7.3 GFLOPs) — made for `demo` and tests on a CPU, not for VOC."""
+    """A small conv body: one stage per entry of `filters`, each a stride-2 3×3 conv-BN-ReLU
+    (stages 2 on add a stride-1 conv-BN-ReLU) — made for CPU demos and tests, not for VOC.
+
+    * `tiny` (4 stages): map = image / 16 (8×8 at 128 px, 4×4 at 64 px), 128 channels,
+      0.45 M parameters, about 0.22 GFLOPs (0.11 G multiply-adds) per 128 px image (ResNet34
+      at 224: 7.3 GFLOPs).
+    * `tiny8` (the first 3 stages): map = image / 8, 96 channels, 0.20 M parameters, 0.024 G
+      multiply-adds per 64 px image. The demo's body: at 64 px its 8×8 map goes through the
+      head's first stride-2 `StdConv` to the 4×4 grid, as ResNet34's 7×7 map does in the
+      lesson, and keeps twice the detail for placing boxes (bench/README.md, "The demo's
+      defaults": held-out mAP at IoU 0.7 0.59 against 0.52 with `tiny`, for the same cost).
+    """
     inputs = keras.Input(input_shape, name="images")
     x = ImagePreprocessing("tf", name="preprocess")(inputs)
     for i, f in enumerate(filters, start=1):
@@ -364,7 +375,7 @@ def get_backbone(name="resnet34", weights=None, input_shape=(224, 224, 3)):
     """A body by name: `keras.Model` "backbone", 0–255 RGB float images → last feature map.
 
     Args:
-        name: "resnet34", "resnet50", "mobilenetv2" or "tiny" (see the module docstring).
+        name: "resnet34", "resnet50", "mobilenetv2", "tiny" or "tiny8" (see the module docstring).
         weights: None (random init), "imagenet" (downloaded once and cached by
             `keras.utils.get_file` under `~/.keras/models/`; for resnet34 torchvision's weights
             as `resnet34.tv_in1k.safetensors`, no torch needed), or a local file: a Keras
@@ -391,8 +402,8 @@ def get_backbone(name="resnet34", weights=None, input_shape=(224, 224, 3)):
                 + (" or a torchvision state dict ('.safetensors', or '.pth' / '.pt' with torch)"
                    if name == "resnet34" else f" (PyTorch state dicts are read for resnet34 only, not {name!r})")
             )
-    elif weights == "imagenet" and name == "tiny":
-        raise ValueError("get_backbone: the 'tiny' body has no ImageNet weights; use weights=None")
+    elif weights == "imagenet" and name in TINY_FILTERS:
+        raise ValueError(f"get_backbone: the {name!r} body has no ImageNet weights; use weights=None")
 
     # Read (or download) PyTorch weights before the build, so a bad file fails fast.
     if name == "resnet34" and weights == "imagenet":
@@ -405,7 +416,7 @@ def get_backbone(name="resnet34", weights=None, input_shape=(224, 224, 3)):
     elif name == "resnet34":
         body = resnet34_body(input_shape)
     else:
-        body = tiny_body(input_shape)
+        body = tiny_body(input_shape, TINY_FILTERS[name])
 
     if state is not None:
         try:
@@ -440,7 +451,8 @@ def layer_groups(model):
     every layer of `model` outside the body. So the split is at the 1/16-of-the-image stage:
     ResNet34 (the lesson's split): stem + layer1 + layer2 | layer3 + layer4; ResNet50:
     conv1..conv3 | conv4 + conv5; MobileNetV2: up to block_6's expansion | block_6's stride-2
-    depthwise conv onwards; tiny (final stride 16): stage1 + stage2 | stage3 + stage4.
+    depthwise conv onwards; tiny (final stride 16): stage1 + stage2 | stage3 + stage4;
+    tiny8 (final stride 8): stage1 | stage2 + stage3.
 
     `model` is a `build_ssd` model (with a layer named "backbone") or a backbone itself (then
     `head` is empty).

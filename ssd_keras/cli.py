@@ -119,7 +119,7 @@ def build_parser():
 
     def add_model_args(p, det):
         p.add_argument("--backbone", choices=BACKBONES, default=det["backbone"],
-                       help="body of the detector ('tiny' is a small CPU body; the lesson: resnet34)")
+                       help="body of the detector ('tiny' and 'tiny8' are small CPU bodies; the lesson: resnet34)")
         p.add_argument("--image-size", type=_image_size, default=det["image_size"],
                        help="square input size in pixels (the lesson: 224)")
         loss = p.add_mutually_exclusive_group()
@@ -196,7 +196,7 @@ def build_parser():
                        "found); default: the 20 VOC names for a VOC folder, 'auto' for a CSV")
     train.add_argument("--weights", default="auto",
                        help="body weights: 'auto' (ImageNet for resnet34/resnet50/mobilenetv2, none "
-                       "for tiny), 'imagenet' (downloaded once), 'none' (from scratch), or a file: "
+                       "for tiny/tiny8), 'imagenet' (downloaded once), 'none' (from scratch), or a file: "
                        ".safetensors / .pth with torchvision's names, or a Keras .weights.h5")
     add_model_args(train, tdet)
     add_fit_args(train, trec)

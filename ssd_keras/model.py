@@ -36,9 +36,9 @@ def build_ssd(
     Args:
         num_classes: object classes `C` (without background).
         anchors: `AnchorConfig` (default: the lesson's 4×4, 2×2, 1×1 grids, k = 9, 189 anchors).
-        backbone: a `get_backbone` name ("resnet34", "resnet50", "mobilenetv2", "tiny") or a
-            `keras.Model` taking 0–255 images of shape `[S, S, 3]` (normalising them itself)
-            to one feature map.
+        backbone: a `get_backbone` name ("resnet34", "resnet50", "mobilenetv2", "tiny",
+            "tiny8") or a `keras.Model` taking 0–255 images of shape `[S, S, 3]` (normalising
+            them itself) to one feature map.
         weights: for the body: None, "imagenet", or a local file (a body `.weights.h5`, a
             torchvision `.pth` for resnet34). A `.weights.h5` saved from a whole `build_ssd`
             model with the same arguments is loaded into the whole model instead.

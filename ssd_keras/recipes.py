@@ -159,21 +159,30 @@ def metrics_summary(result, class_names, **extra):
     return dict(extra, map=float(result["map"]), ap=dict(zip(class_names, ap)))
 
 
-def run_demo(out_dir, epochs=4, train_images=24000, val_images=300, batch_size=16, lr=3e-3,
-             augment="flip", seed=0, shapes=None, detector_overrides=None, verbose="auto", log=print,
+def run_demo(out_dir, epochs=None, train_images=None, val_images=None, batch_size=None, lr=None,
+             augment=None, seed=0, shapes=None, detector_overrides=None, verbose="auto", log=print,
              jit_compile="auto"):
     """`python -m ssd_keras demo`: train the `demo_tiny64` preset from scratch on generated
     `shapes`, evaluate on held-out images, save `model.keras`, `detections.png`, `metrics.json`.
 
+    Settings left as None take the preset's recipe (`get_preset("demo_tiny64")["recipe"]`).
     Returns a dict: `result` (`evaluate_detections`' dict), `detector`, `paths`, `seconds`.
     """
     from ssd_keras.data.shapes import ShapesData
     from ssd_keras.detector import SSDDetector
+    from ssd_keras.presets import get_preset
     from ssd_keras.viz import save_detection_grid
 
     start = time.time()
+    recipe = get_preset("demo_tiny64")["recipe"]
+    epochs = recipe["epochs"] if epochs is None else epochs
+    train_images = recipe["train_images"] if train_images is None else train_images
+    val_images = recipe["val_images"] if val_images is None else val_images
+    batch_size = recipe["batch_size"] if batch_size is None else batch_size
+    lr = recipe["lr"] if lr is None else lr
+    augment = recipe["augment"] if augment is None else augment
     keras.utils.set_random_seed(seed)
-    shapes = dict(shapes or {})
+    shapes = {**{k: v for k, v in recipe["shapes"].items() if k != "seed"}, **(shapes or {})}
     detector = SSDDetector.from_preset("demo_tiny64", **(detector_overrides or {}))
     size = detector.image_size
     settings = dict(image_size=size, seed=seed, **shapes)

@@ -275,6 +275,25 @@ def test_tiny_body_and_groups():
     assert {l.name.split("_")[0] for l in early if l.weights} == {"stage1", "stage2"}
 
 
+def test_tiny8_is_tinys_first_three_stages():
+    body = get_backbone("tiny8", input_shape=(64, 64, 3))
+    assert body.output.shape == (None, 8, 8, 96)  # image / 8
+    tiny = get_backbone("tiny", input_shape=(64, 64, 3))
+    kept = [l.name for l in tiny.layers if not l.name.startswith("stage4")]
+    assert [l.name for l in body.layers] == kept
+    # Its weights load into those layers of `tiny` and give tiny's stage-3 output.
+    for layer in body.layers:
+        tiny.get_layer(layer.name).set_weights(layer.get_weights())
+    x = np.random.RandomState(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    stage3 = keras.Model(tiny.inputs, tiny.get_layer("stage3_b_relu").output)
+    np.testing.assert_allclose(body.predict(x, verbose=0), stage3.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+    early, late, _ = layer_groups(body)
+    assert {l.name.split("_")[0] for l in early if l.weights} == {"stage1"}
+    assert {l.name.split("_")[0] for l in late if l.weights} == {"stage2", "stage3"}
+    with pytest.raises(ValueError, match="the 'tiny8' body has no ImageNet weights"):
+        get_backbone("tiny8", weights="imagenet")
+
+
 def test_resnet34_groups_are_the_lessons_split(resnet34):
     early, late, head = layer_groups(resnet34)
     early_w = {l.name.split("_")[0] for l in early if l.weights}
@@ -301,7 +320,7 @@ def test_argument_errors():
         ImagePreprocessing("bgr")
     with pytest.raises(ValueError, match="no layer named 'backbone'"):
         layer_groups(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)], name="m"))
-    assert backbones.BACKBONES == ("resnet34", "resnet50", "mobilenetv2", "tiny")
+    assert backbones.BACKBONES == ("resnet34", "resnet50", "mobilenetv2", "tiny", "tiny8")
 
 
 # --- FusedBatchNorm: the same layer as keras.layers.BatchNormalization, one kernel ---------------
