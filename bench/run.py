@@ -195,8 +195,8 @@ def main(argv=None):
     p.add_argument("--only", help=f"comma-separated subset of {','.join(BENCHMARKS)}")
     p.add_argument("--batch-size", type=int, help="batch size of train_step and inference")
     p.add_argument("--train-cases", help="train_step cases (comma-separated; see bench/train_step.py --help)")
-    p.add_argument("--isolate", action="store_true",
-                   help="train_step: every case in its own child process (see bench/train_step.py)")
+    p.add_argument("--same-process", action="store_true",
+                   help="train_step: all cases in one process instead of one child process each")
     p.add_argument("--out", default=os.path.join(HERE, "results"), help="results folder")
     p.add_argument("--no-save", action="store_true", help="print only")
     args = p.parse_args(argv)
@@ -224,7 +224,7 @@ def main(argv=None):
             if name == "memory":
                 module = _MemoryBench(module)
             kwargs = {"use_gpu": gpu, "mixed_precision": args.mixed_precision, "batch_size": args.batch_size,
-                      "peak_gflops": peak_gflops, "isolate": args.isolate or None,
+                      "peak_gflops": peak_gflops, "isolate": not args.same_process,
                       "only": args.train_cases.split(",") if (name == "train_step" and args.train_cases) else None}
             if name == "pipeline":
                 kwargs.pop("batch_size")  # its batch size is the data set's (32), not the model's

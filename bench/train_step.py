@@ -17,7 +17,9 @@ VOC-like targets: 1–20 objects per image, median 2) with Adam:
 
 Throughput is images per second over the timed steps, after warm-up steps (tracing, XLA /
 inductor compilation, allocator warm-up); the cases are timed in interleaved rounds and the
-median round is reported, so that load from other processes hits all cases alike. Achieved GFLOP/s = img/s × training FLOPs per image,
+median round is reported, so that load from other processes hits all cases alike. Each case runs
+in its own child process (`--same-process`: all in this one, where one framework's idle thread
+pools slowed the other by up to 20 %). Achieved GFLOP/s = img/s × training FLOPs per image,
 where training FLOPs = 3 × the forward convolution FLOPs (forward, input gradient, weight
 gradient) counted from the conv shapes of the traced Keras graph; the fraction of peak divides
 by the best measured fp32 matmul (`bench/peak.py`).
@@ -26,7 +28,7 @@ by the best measured fp32 matmul (`bench/peak.py`).
     python bench/train_step.py --full             # batch 32, 2 warm-up steps, 3 rounds × 5 steps
     python bench/train_step.py --mixed-precision  # add mixed_bfloat16 (CPU) / mixed_float16 (GPU)
     python bench/train_step.py --only keras-xla,torch-eager --batch-size 8 --steps 2
-    python bench/train_step.py --isolate --only keras-fbn,torch-eager  # each case in its own process
+    python bench/train_step.py --same-process --only keras-fbn,torch-eager  # all cases in this process
     python bench/train_step.py --profile /tmp/prof --only keras   # time per TF op type
 """
 
@@ -326,11 +328,10 @@ class ChildRunner:
     """Any case's runner in a child process, driven step by step (`time N` on its stdin) so that
     it still takes part in the interleaved timing rounds.
 
-    Used for the `keras-onednn` / `keras-eigen` cases (`TF_ENABLE_ONEDNN_OPTS` is read once, when
-    TensorFlow starts, so the other setting needs its own process) and, with `--isolate`, for
-    every case: then no framework's thread pools share a process with another's. In one process,
-    PyTorch's rate depended on which TensorFlow case ran just before it (bench/results/
-    20261201-issue13.md).
+    Used for every case unless `--same-process` (so no framework's thread pools share a process
+    with another's: in one process, each framework's rate depended on which case ran just before
+    it, bench/README.md), and always for the `keras-onednn` / `keras-eigen` cases
+    (`TF_ENABLE_ONEDNN_OPTS` is read once, when TensorFlow starts).
     """
 
     def __init__(self, case, batch_size):
@@ -428,15 +429,17 @@ def _error(e):
 
 
 def run(quick=True, batch_size=None, warmup=None, steps=None, rounds=None, mixed_precision=False,
-        only=None, peak_gflops=None, isolate=False):
+        only=None, peak_gflops=None, isolate=True):
     """Rows per case: img/s (median over rounds), ratio to `torch-eager`, fraction of peak.
 
     All runners are built and warmed up first, then timed in `rounds` interleaved rounds of
     `steps` steps each (case A, B, C, A, B, C, ...), so a change in machine load hits every
     case alike; the median round counts. `only`: case names from `ALL_CASES`; default:
     `default_cases(mixed_precision, quick)`. `peak_gflops`: the
-    reference for the fraction of peak (measured with `bench/peak.py` if None). `isolate`: each
-    case in its own child process (`ChildRunner`), still interleaved.
+    reference for the fraction of peak (measured with `bench/peak.py` if None). `isolate` (the
+    default): each case in its own child process (`ChildRunner`), still interleaved; False runs
+    them in this process, where each framework's idle thread pools slow the other (measured in
+    bench/README.md, issue 13).
     """
     batch_size = batch_size or (16 if quick else 32)
     warmup = warmup or 2
@@ -526,9 +529,9 @@ def main(argv=None):
     p.add_argument("--profile", metavar="DIR",
                    help="instead of the benchmark: trace one Keras step (case from --only, default "
                         "keras) into DIR and print the time per TF op type")
-    p.add_argument("--isolate", action="store_true",
-                   help="run every case in its own child process (no thread pools shared between "
-                        "frameworks), still in interleaved rounds")
+    p.add_argument("--same-process", action="store_true",
+                   help="run every case in this process instead of one child process per case "
+                        "(then the frameworks' thread pools share the process)")
     p.add_argument("--worker", metavar="CASE", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -542,7 +545,7 @@ def main(argv=None):
             print(f"| {op} | {ms:.0f} | {100 * share:.1f} % |")
         return
     rows = run(not args.full, args.batch_size, args.warmup, args.steps, args.rounds, args.mixed_precision,
-               args.only.split(",") if args.only else None, isolate=args.isolate)
+               args.only.split(",") if args.only else None, isolate=not args.same_process)
     for r in rows:
         v = r.get("value")
         extra = f"ratio {r['ratio']:.2f}  {r['gflops']:.1f} GFLOP/s = {100 * r['peak_fraction']:.0f}% of peak" if v and "ratio" in r else r.get("error", "")
