@@ -328,7 +328,8 @@ def tiny_body(input_shape=(128, 128, 3), filters=(32, 64, 96, 128)):
       multiply-adds per 64 px image. The demo's body: at 64 px its 8×8 map goes through the
       head's first stride-2 `StdConv` to the 4×4 grid, as ResNet34's 7×7 map does in the
       lesson, and keeps twice the detail for placing boxes (bench/README.md, "The demo's
-      defaults": held-out mAP at IoU 0.7 0.59 against 0.52 with `tiny`, for the same cost).
+      defaults": held-out mAP at IoU 0.7 0.59 against 0.52 with `tiny`; body and head together
+      take about as many multiply-adds as `tiny`'s, whose head starts at 4×4).
     """
     inputs = keras.Input(input_shape, name="images")
     x = ImagePreprocessing("tf", name="preprocess")(inputs)

@@ -1,0 +1,27 @@
+"""`ssd_keras.recipes`: the demo's settings come from its preset unless given.
+
+(`fit_lesson_recipe` is tested through the command line in test_own_data.py and on several
+workers in test_distribute.py.)"""
+
+import json
+
+from ssd_keras.presets import get_preset
+from ssd_keras.recipes import run_demo
+
+
+def test_run_demo_takes_unset_settings_from_the_preset(tmp_path):
+    recipe = get_preset("demo_tiny64")["recipe"]
+    done = run_demo(tmp_path, epochs=1, train_images=8, val_images=4, log=lambda *a: None, verbose=0)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert (metrics["batch_size"], metrics["lr"], metrics["augment"]) == (
+        recipe["batch_size"], recipe["lr"], recipe["augment"])
+    # The demo's shapes, not make_shapes' harder default (min_size 0.12, up to 8 objects).
+    assert (metrics["min_size"], metrics["max_size"], metrics["max_objects"]) == (
+        recipe["shapes"]["min_size"], recipe["shapes"]["max_size"], recipe["shapes"]["max_objects"])
+    assert done["detector"].backbone_name == get_preset("demo_tiny64")["detector"]["backbone"] == "tiny8"
+    # Given settings win over the preset's.
+    run_demo(tmp_path / "b", epochs=1, train_images=8, val_images=4, batch_size=4, lr=1e-3,
+             shapes={"max_objects": 2}, log=lambda *a: None, verbose=0)
+    metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert (metrics["batch_size"], metrics["lr"], metrics["max_objects"], metrics["min_size"]) == (
+        4, 1e-3, 2, recipe["shapes"]["min_size"])
