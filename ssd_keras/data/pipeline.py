@@ -153,14 +153,29 @@ def _element_fn(image_size, resize, augment, min_box_size, max_boxes):
     return element
 
 
+#: Indices per Python call where images come from numpy inside the pipeline.
+_CHUNK = 32
+
+
+def _in_chunks(load_chunk):
+    """A `gather` step: `load_chunk` (one `tf.numpy_function` call) on `_CHUNK` indices at a
+    time, after shuffling, in order, then one element per image again."""
+
+    def gather(ds):
+        return ds.batch(_CHUNK).map(load_chunk, num_parallel_calls=AUTOTUNE, deterministic=True).unbatch()
+
+    return gather
+
+
 def _generated_items(source, max_boxes):
     """Indices `0..n-1`, a `gather` step that runs the source's numpy generator inside the
-    pipeline on chunks of 32 shuffled indices (`tf.numpy_function`), and a `fetch` that cuts
-    each image's boxes to its object count; only the images in flight exist.
+    pipeline on chunks of shuffled indices (`_in_chunks`), and a `fetch` that cuts each image's
+    boxes to its object count; only the images in flight exist.
 
     One Python call per chunk rather than per image: parallel calls share the GIL, and per
     image the call and its hand-over between tf.data's threads cost more than making a 64 px
-    image (bench/README.md, "The demo's defaults")."""
+    image (the demo's pipeline alone, one core: first epoch 41.1 → 20.5 s;
+    bench/results/20261201-issue13.md)."""
     bound = int(source.max_objects)
     if max_boxes is None:
         max_boxes = max(1, bound)
@@ -193,14 +208,11 @@ def _generated_items(source, max_boxes):
             t.set_shape(s)
         return out
 
-    def gather(ds):
-        return ds.batch(32).map(generate_chunk, num_parallel_calls=AUTOTUNE, deterministic=True).unbatch()
-
     def fetch(item):
         image, b, c, k = item
         return tf.cast(image, tf.float32), b[:k], c[:k]
 
-    return tf.data.Dataset.range(len(source)), gather, fetch, max_boxes
+    return tf.data.Dataset.range(len(source)), _in_chunks(generate_chunk), fetch, max_boxes
 
 
 def _record_items(records, max_boxes):
@@ -208,8 +220,8 @@ def _record_items(records, max_boxes):
     applied after shuffling) and `fetch` to load one.
 
     In-memory arrays of one size (`make_shapes`) are read by index from the records' own
-    arrays (no stacked copy of all the pixels), in chunks of 32 indices per Python call
-    (one call per image cost ~35% more CPU per image); anything else is decoded from bytes
+    arrays (no stacked copy of all the pixels), in chunks of indices (`_in_chunks`; one call per
+    image cost ~35% more CPU per image); anything else is decoded from bytes
     or files."""
     _check_records(records)
     counts = np.array([r.num_objects for r in records])
@@ -244,8 +256,7 @@ def _record_items(records, max_boxes):
             images.set_shape([None, *shape])
             return images, b, c, k
 
-        def gather(ds):
-            return ds.batch(32).map(load_chunk, num_parallel_calls=AUTOTUNE, deterministic=True).unbatch()
+        gather = _in_chunks(load_chunk)
 
         def load(image):
             return tf.cast(image, tf.float32)
