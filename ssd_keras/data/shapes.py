@@ -8,7 +8,7 @@ Boxes are the tight box of each object's drawn pixels, relative yxyx; objects pa
 may cover parts of earlier ones, so placements that hide more than 30% of an earlier object are
 rejected.
 
-Generated with numpy (~4 ms per 64 px image, ~13 ms at 224 px, one core), no download, no cache
+Generated with numpy (~0.75 ms per 64 px image, ~3.5-3.9 ms at 224 px, one core), no download, no cache
 needed: image `i` of split `s` depends only on `(seed, s, i)`, so `count` can change without
 changing images, and any image can be made on its own. Hence two forms of the same records:
 
@@ -325,7 +325,7 @@ class ShapesData(DetectionData):
         ds = data.dataset(224, batch_size=16, shuffle=True)  # images generated inside tf.data
 
     Same arguments and the same records as `make_shapes`, and `keep`: False (default) makes each
-    image whenever it is read, every epoch again (~3.5 ms of CPU per 64 px image, ~13 ms at
+    image whenever it is read, every epoch again (~0.75 ms of CPU per 64 px image, ~3.5-3.9 ms at
     224 px); True keeps each image once made (memory grows to `count x S x S x 3` bytes during
     the first epoch, the first batch still comes at once): for several epochs over data that
     fits in memory, e.g. the demo's 24000 images at 64 px (295 MB).
