@@ -243,7 +243,7 @@ class SSDLoss(keras.losses.Loss):
         finite = tf.reduce_all(tf.math.is_finite(y_true[..., :4]), axis=-1)
         inside = tf.reduce_all((boxes >= 0.0) & (boxes <= 1.0), axis=-1)
         ordered = (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
-        cls_ok = (cls == tf.round(cls)) & (cls >= -1) & (cls < self.num_classes)
+        cls_ok = tf.equal(cls, tf.round(cls)) & (cls >= -1) & (cls < self.num_classes)
         c = self.num_classes
 
         def fail():

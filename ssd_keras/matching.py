@@ -32,7 +32,7 @@ def _first_argmax(x, axis):
     shape = [1] * len(x.shape)
     shape[axis] = -1
     idx = tf.reshape(tf.range(n), shape)
-    first = tf.reduce_min(tf.where(x == x_max, idx, n), axis=axis)
+    first = tf.reduce_min(tf.where(tf.equal(x, x_max), idx, n), axis=axis)
     return tf.squeeze(x_max, axis), first
 
 

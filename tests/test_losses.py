@@ -33,6 +33,12 @@ def ours(loss, y_true, y_pred, mode):
             value = loss(y_true, y_pred)
         return value, tape.gradient(value, y_pred), loss.components(y_true, y_pred)
 
+    if mode == "tf1-graph":  # tf.compat.v1.Session, where `tensor == tensor` is not element-wise
+        with tf.Graph().as_default():
+            ops = f(tf.constant(y_true), tf.constant(y_pred))
+            with tf.compat.v1.Session() as session:
+                value, grad, parts = session.run(ops)
+        return float(value), grad, parts
     if mode != "eager":
         f = tf.function(f, jit_compile=(mode == "xla"))
     value, grad, parts = f(tf.constant(y_true), tf.constant(y_pred))
@@ -64,7 +70,7 @@ def torch():
     "focal, mode",
     [(None, "eager"), (None, "function"), (None, "xla"),
      ((0.25, 1.0), "eager"), ((0.25, 1.0), "function"), ((0.25, 1.0), "xla"),
-     ((0.5, 2.0), "eager")],
+     ((0.5, 2.0), "eager"), ((0.25, 1.0), "tf1-graph")],
 )
 def test_equals_lesson(torch, mode, focal):
     anchors = AnchorConfig()

@@ -145,6 +145,19 @@ def test_ties_batched_under_xla():
         np.testing.assert_array_equal(gt_idx.numpy()[b, :n], want_idx)
 
 
+@pytest.mark.parametrize("name", TIES)
+def test_ties_in_a_tf1_graph(name):
+    # In a TF1-style graph (tf.compat.v1.Session, e.g. an Estimator), `tensor == tensor` is
+    # Python identity, not element-wise: the tie rules must use tf.equal to work there too.
+    overlaps, want_overlap, want_idx = TIES[name]
+    with tf.Graph().as_default():
+        ops = map_to_ground_truth(tf.constant(overlaps, tf.float32))
+        with tf.compat.v1.Session() as session:
+            gt_overlap, gt_idx = session.run(ops)
+    np.testing.assert_allclose(gt_overlap, want_overlap, rtol=1e-7)
+    np.testing.assert_array_equal(gt_idx, want_idx)
+
+
 # --- random cases against the lesson ----------------------------------------------------------
 
 
