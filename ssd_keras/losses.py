@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from ssd_keras.anchors import AnchorConfig
 from ssd_keras.boxes import activations_to_boxes
-from ssd_keras.matching import match_anchors
+from ssd_keras.matching import in_xla_context, match_anchors
 
 #: the lesson's focal-loss parameters (`alpha, gamma = 0.25, 1`).
 LESSON_FOCAL = (0.25, 1.0)
@@ -50,21 +50,6 @@ def parse_focal(focal):
     if not 0.0 <= alpha <= 1.0 or not 0.0 <= gamma < math.inf:
         raise ValueError(f"focal=(alpha, gamma) needs 0 <= alpha <= 1 and 0 <= gamma < inf, got {focal!r}")
     return (alpha, gamma)
-
-
-def _in_xla_context():
-    """True while tracing for XLA (`jit_compile=True`), where TF drops Assert ops anyway.
-
-    Skipping the checks there saves their cost and TF's "Ignoring Assert operator" warnings.
-    Uses a private TF helper; if it moves, the checks are simply built (and ignored by XLA).
-    """
-    try:
-        from tensorflow.python.framework import ops
-        from tensorflow.python.ops import control_flow_util
-
-        return bool(control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph()))
-    except Exception:  # noqa: BLE001 - private API; fall back to building the checks
-        return False
 
 
 @keras.saving.register_keras_serializable(package="ssd_keras")
@@ -139,7 +124,7 @@ class SSDLoss(keras.losses.Loss):
         y_true = tf.cast(y_true, tf.float32)
         y_pred = tf.cast(y_pred, tf.float32)  # mixed precision: loss in float32
         self._check_shapes(y_true, y_pred)
-        if self.validate and not _in_xla_context():
+        if self.validate and not in_xla_context():
             y_true = self._check_values(y_true)
         if not self.fuse_with_xla:
             return self._parts(y_true, y_pred)

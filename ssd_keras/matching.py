@@ -25,6 +25,23 @@ from ssd_keras.boxes import jaccard
 FORCED_OVERLAP = 1.99
 
 
+def in_xla_context():
+    """True while tracing for XLA (`jit_compile=True`).
+
+    XLA needs static shapes, so `match_anchors` keeps every padding row there; and XLA drops
+    Assert ops, so `SSDLoss` skips its checks (saving their cost and TF's "Ignoring Assert
+    operator" warnings). Uses a private TF helper; should it move, this says False and XLA
+    rejects the row trim's dynamic slice: the XLA cases of tests/test_losses.py catch that.
+    """
+    try:
+        from tensorflow.python.framework import ops
+        from tensorflow.python.ops import control_flow_util
+
+        return bool(control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph()))
+    except Exception:  # noqa: BLE001 - private API; fall back to building the checks
+        return False
+
+
 def _first_argmax(x, axis):
     """Index of the first maximum along `axis` (int32), with the max itself."""
     x_max = tf.reduce_max(x, axis=axis, keepdims=True)
@@ -83,6 +100,18 @@ def map_to_ground_truth(overlaps):
     return gt_overlap[0], gt_idx[0]
 
 
+def _drop_padding_rows(y_true):
+    """`y_true` without its trailing rows that are padding in every image (keeps >= 1 row).
+
+    Data sets pad to their largest object count (42 for VOC 2007) while a batch has ~2.5
+    objects per image, and the matching's cost is proportional to the rows. Rows keep their
+    index, so `gt_idx` still points into the caller's `y_true`.
+    """
+    used = tf.reduce_any(y_true[..., 4] >= 0, axis=0)  # [M]: a real object in some image
+    rows = tf.range(1, tf.shape(y_true)[1] + 1)
+    return y_true[:, : tf.reduce_max(tf.where(used, rows, 1))]
+
+
 def match_anchors(y_true, anchors, num_classes, pos_threshold=0.4):
     """Match a padded batch of targets to the anchors (the lesson's matching in `ssd_1_loss`).
 
@@ -106,6 +135,8 @@ def match_anchors(y_true, anchors, num_classes, pos_threshold=0.4):
         # No rows at all (max_boxes = 0): add one padding row so the gathers have a source.
         extra = tf.maximum(1 - tf.shape(y_true)[1], 0)
         y_true = tf.pad(y_true, [[0, 0], [0, extra], [0, 0]], constant_values=-1.0)
+    if not in_xla_context():
+        y_true = _drop_padding_rows(y_true)
     gt_cls = tf.cast(y_true[..., 4], tf.int32)
     valid = gt_cls >= 0
     # Zero the padding rows so whatever they hold cannot leak NaN into the loss.

@@ -200,6 +200,24 @@ def per_image_reference(y_true, anchors, num_classes, thresh):
 
 
 @pytest.mark.parametrize("mode", ["eager", "function", "xla"])
+def test_trailing_padding_rows_change_nothing(mode):
+    # Outside XLA the matcher drops the rows that are padding in every image (VOC pads to 42
+    # objects, batches hold ~2.5 per image); `gt_idx` must still index the caller's rows.
+    anchors = AnchorConfig()
+    y_true = random_y_true(np.random.default_rng(8), [2, 0, 5, 1], 20, max_boxes=6, shuffle_padding=True)
+    junk = np.tile(np.array([[[9.0, 9.0, -9.0, -9.0, -1.0]]], np.float32), (4, 36, 1))
+    fn = lambda y: match_anchors(y, anchors, 20, 0.4)  # noqa: E731
+    if mode != "eager":
+        fn = tf.function(fn, jit_compile=(mode == "xla"))
+    short = fn(tf.constant(y_true))
+    long = fn(tf.constant(np.concatenate([y_true, junk], axis=1)))
+    for key in short:
+        np.testing.assert_array_equal(long[key].numpy(), short[key].numpy(), err_msg=key)
+    all_padding = np.full((4, 42, 5), -1.0, np.float32)
+    assert not fn(tf.constant(all_padding))["positive"].numpy().any()
+
+
+@pytest.mark.parametrize("mode", ["eager", "function", "xla"])
 def test_batched_equals_per_image(mode):
     anchors, num_classes = AnchorConfig(), 20
     rng = np.random.default_rng(6)
