@@ -151,10 +151,11 @@ def run(quick=True, focal=None, seed=0, use_gpu=False, torch_threads=1, tf_threa
             ("SSDLoss tf.function", tf.function(step)),
             ("SSDLoss XLA (jit_compile=True)", tf.function(step, jit_compile=True)),
         ]
-        before = _loss_before()
-        if before is not None:
-            variants.append(("SSDLoss before issue 13 (e03d683), tf.function",
-                             tf.function(make_step(before.SSDLoss(anchors, NUM_CLASSES, focal=focal_arg)))))
+        for label, commit in BEFORE_COMMITS:
+            before = _loss_before(commit)
+            if before is not None:
+                variants.append((f"SSDLoss {label} ({commit}), tf.function",
+                                 tf.function(make_step(before.SSDLoss(anchors, NUM_CLASSES, focal=focal_arg)))))
         values = {name: float(fn(yt, yp)[0]) for name, fn in variants}
         timed = {"lesson": lambda: torch_step()}
         for name, fn in variants:
@@ -177,26 +178,41 @@ def run(quick=True, focal=None, seed=0, use_gpu=False, torch_threads=1, tf_threa
     return rows
 
 
-BEFORE_COMMIT = "e03d683"  # SSDLoss before issue 13's loss work
+#: Earlier states of the loss, timed beside the current one: (label, commit).
+BEFORE_COMMITS = (
+    ("before issue 13", "e03d683"),
+    ("2026-12-01 evening", "733a439"),  # before the affine box decoding and the row trim
+)
+#: The modules that make up the loss (each imports the ones before it); anchors.py is shared.
+_LOSS_MODULES = ("boxes", "matching", "losses")
 
 
-def _loss_before():
-    """`ssd_keras/losses.py` as it was at BEFORE_COMMIT, read from git history (no copy kept in the
-    tree), as a module beside the current one; None where the history is not there."""
+def _loss_before(commit):
+    """`ssd_keras`'s boxes, matching and losses modules as they were at `commit`, read from git
+    history (no copy kept in the tree) into a package `ssd_keras_<commit>` beside the current
+    one; returns its losses module, or None where the history is not there."""
     import subprocess
     import types
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        source = subprocess.run(["git", "-C", root, "show", f"{BEFORE_COMMIT}:ssd_keras/losses.py"],
-                                capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    # Unregistered, so that it can live next to the current (registered) classes.
-    source = source.replace('@keras.saving.register_keras_serializable(package="ssd_keras")\n', "")
-    module = types.ModuleType("ssd_losses_before")
-    exec(compile(source, f"{BEFORE_COMMIT}:ssd_keras/losses.py", "exec"), module.__dict__)
-    return module
+    package = f"ssd_keras_{commit}"
+    if f"{package}.losses" in sys.modules:
+        return sys.modules[f"{package}.losses"]
+    sys.modules.setdefault(package, types.ModuleType(package))
+    for name in _LOSS_MODULES:
+        try:
+            source = subprocess.run(["git", "-C", root, "show", f"{commit}:ssd_keras/{name}.py"],
+                                    capture_output=True, text=True, check=True).stdout
+        except (OSError, subprocess.CalledProcessError):
+            return None
+        for other in _LOSS_MODULES:
+            source = source.replace(f"from ssd_keras.{other} import", f"from {package}.{other} import")
+        # Unregistered, so that it can live next to the current (registered) classes.
+        source = source.replace('@keras.saving.register_keras_serializable(package="ssd_keras")\n', "")
+        module = types.ModuleType(f"{package}.{name}")
+        sys.modules[module.__name__] = module
+        exec(compile(source, f"{commit}:ssd_keras/{name}.py", "exec"), module.__dict__)
+    return sys.modules[f"{package}.losses"]
 
 
 def _time_interleaved(fns, warmup, rounds):
@@ -232,7 +248,6 @@ def profile(rounds=30, seed=0):
     anchors, c = AnchorConfig(), NUM_CLASSES
     y_true, y_pred, _ = voc_like_batch(seed, num_anchors=anchors.num_anchors)
     yt, yp = tf.constant(y_true), tf.constant(y_pred)
-    before = _loss_before()
 
     def grad_of(f):
         def step(yt, yp):
@@ -247,7 +262,9 @@ def profile(rounds=30, seed=0):
     pieces = {
         "SSDLoss fwd+bwd (validate on)": grad_of(SSDLoss(anchors, c)),
         "SSDLoss fwd+bwd (validate off)": grad_of(SSDLoss(anchors, c, validate=False)),
-        "before (e03d683) fwd+bwd": grad_of(before.SSDLoss(anchors, c)) if before else None,
+        **{f"{label} ({commit}) fwd+bwd (validate on)":
+           grad_of(before.SSDLoss(anchors, c)) if (before := _loss_before(commit)) else None
+           for label, commit in BEFORE_COMMITS},
         "matching only (fwd; no gradient)": tf.function(lambda yt, yp: match_anchors(yt, anchors, c, 0.4)["classes"]),
         "classification term fwd+bwd (given the matching)": grad_of(
             lambda yt, yp: tf.nn.softplus(tf.split(yp, [4, c, 1], -1)[1]
