@@ -119,6 +119,7 @@ def run(quick=True, focal=None, seed=0, use_gpu=False, torch_threads=1, tf_threa
         objects_max=int(counts.max()), tf_device=device, torch_threads=torch.get_num_threads(),
         tf_threads=tf.config.threading.get_intra_op_parallelism_threads() or "default",
         cpu=platform.processor() or platform.machine(), cpu_count=os.cpu_count(),
+        cpus_usable=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         load_average=os.getloadavg()[0],
     )
     rows = []
@@ -310,7 +311,7 @@ def markdown(rows):
         f"batch {r['batch']}, {r['anchors']} anchors, {r['classes']} classes, objects per image "
         f"median {r['objects_median']:g} / mean {r['objects_mean']:.2f} / max {r['objects_max']}; "
         f"TF device {r['tf_device']}, TF threads {r['tf_threads']}, torch threads {r['torch_threads']}, "
-        f"{r['cpu_count']} CPUs, "
+        f"{r['cpu_count']} CPUs ({r['cpus_usable']} usable by this process), "
         f"load average before the run {r['load_average']:.1f}. Speed-ups are against the lesson's "
         "loop. Best = minimum over repeats (timeit's convention); CPU ms counts all threads of "
         "the process; on a busy machine median wall times mostly measure the other processes."
