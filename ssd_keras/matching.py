@@ -38,7 +38,7 @@ def in_xla_context():
         from tensorflow.python.ops import control_flow_util
 
         return bool(control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph()))
-    except Exception:  # noqa: BLE001 - private API; fall back to building the checks
+    except Exception:  # noqa: BLE001 - private API; see above
         return False
 
 
@@ -107,7 +107,8 @@ def _drop_padding_rows(y_true):
     objects per image, and the matching's cost is proportional to the rows. Rows keep their
     index, so `gt_idx` still points into the caller's `y_true`.
     """
-    used = tf.reduce_any(y_true[..., 4] >= 0, axis=0)  # [M]: a real object in some image
+    # [M]: a real object in some image (the same test as `valid` in match_anchors).
+    used = tf.reduce_any(tf.cast(y_true[..., 4], tf.int32) >= 0, axis=0)
     rows = tf.range(1, tf.shape(y_true)[1] + 1)
     return y_true[:, : tf.reduce_max(tf.where(used, rows, 1))]
 
