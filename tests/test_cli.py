@@ -116,7 +116,7 @@ def test_demo_end_to_end_writes_picture_model_and_metrics(demo_run):
     assert (out / "model.keras").is_file()
     # The settings that produced the number are recorded with it (the demo's defaults here).
     assert (metrics["min_size"], metrics["max_objects"], metrics["augment"]) == (0.2, 4, "flip")
-    assert (metrics["head_filters"], metrics["pos_threshold"]) == (128, 0.5)
+    assert (metrics["head_filters"], metrics["pos_threshold"]) == (128, 0.4)
 
 
 def test_evaluate_uses_the_demo_models_shapes_settings(demo_run, tmp_path):

@@ -28,7 +28,7 @@ def detector():
 def test_compile_defaults_to_its_own_ssd_loss_and_logs_loc_and_clas(detector):
     detector.compile()
     assert isinstance(detector.loss, SSDLoss) and detector.loss.anchors == detector.anchors
-    assert detector.loss.focal == (0.25, 1.0) and detector.loss.pos_threshold == 0.5
+    assert detector.loss.focal == (0.25, 1.0) and detector.loss.pos_threshold == 0.4
     x, y = _batch()
     logs = detector.evaluate(x, y, batch_size=4, return_dict=True, verbose=0)
     parts = detector.default_loss().components(y, detector(x))
