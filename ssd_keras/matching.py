@@ -26,12 +26,12 @@ FORCED_OVERLAP = 1.99
 
 
 def in_xla_context():
-    """True while tracing for XLA (`jit_compile=True`).
+    """True while tracing for XLA (`jit_compile=True`), False when not, None when unknown.
 
-    XLA needs static shapes, so `match_anchors` keeps every padding row there; and XLA drops
-    Assert ops, so `SSDLoss` skips its checks (saving their cost and TF's "Ignoring Assert
-    operator" warnings). Uses a private TF helper; should it move, this says False and XLA
-    rejects the row trim's dynamic slice: the XLA cases of tests/test_losses.py catch that.
+    XLA needs static shapes, so `match_anchors` trims padding rows only on False; and XLA
+    drops Assert ops, so `SSDLoss` skips its checks only on True (saving their cost and TF's
+    "Ignoring Assert operator" warnings). Uses a private TF helper; should it move, None
+    keeps both on their safe side: no trim, checks built.
     """
     try:
         from tensorflow.python.framework import ops
@@ -39,7 +39,7 @@ def in_xla_context():
 
         return bool(control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph()))
     except Exception:  # noqa: BLE001 - private API; see above
-        return False
+        return None
 
 
 def _first_argmax(x, axis):
@@ -100,17 +100,16 @@ def map_to_ground_truth(overlaps):
     return gt_overlap[0], gt_idx[0]
 
 
-def _drop_padding_rows(y_true):
-    """`y_true` without its trailing rows that are padding in every image (keeps >= 1 row).
+def _rows_in_use(valid):
+    """How many leading rows of a padded batch to keep: up to its last real object in any
+    image (at least 1), from the `[B, M]` validity mask.
 
     Data sets pad to their largest object count (42 for VOC 2007) while a batch has ~2.5
-    objects per image, and the matching's cost is proportional to the rows. Rows keep their
-    index, so `gt_idx` still points into the caller's `y_true`.
+    objects per image, and the matching's cost is proportional to the rows. Dropping only
+    trailing rows keeps every row's index, so `gt_idx` still points into the caller's `y_true`.
     """
-    # [M]: a real object in some image (the same test as `valid` in match_anchors).
-    used = tf.reduce_any(tf.cast(y_true[..., 4], tf.int32) >= 0, axis=0)
-    rows = tf.range(1, tf.shape(y_true)[1] + 1)
-    return y_true[:, : tf.reduce_max(tf.where(used, rows, 1))]
+    used = tf.reduce_any(valid, axis=0)  # [M]: a real object in some image
+    return tf.reduce_max(tf.where(used, tf.range(1, tf.shape(valid)[1] + 1), 1))
 
 
 def match_anchors(y_true, anchors, num_classes, pos_threshold=0.4):
@@ -136,10 +135,11 @@ def match_anchors(y_true, anchors, num_classes, pos_threshold=0.4):
         # No rows at all (max_boxes = 0): add one padding row so the gathers have a source.
         extra = tf.maximum(1 - tf.shape(y_true)[1], 0)
         y_true = tf.pad(y_true, [[0, 0], [0, extra], [0, 0]], constant_values=-1.0)
-    if not in_xla_context():
-        y_true = _drop_padding_rows(y_true)
     gt_cls = tf.cast(y_true[..., 4], tf.int32)
     valid = gt_cls >= 0
+    if in_xla_context() is False:  # XLA needs static shapes
+        rows = _rows_in_use(valid)
+        y_true, gt_cls, valid = y_true[:, :rows], gt_cls[:, :rows], valid[:, :rows]
     # Zero the padding rows so whatever they hold cannot leak NaN into the loss.
     gt_boxes = tf.where(valid[..., None], y_true[..., :4], 0.0)
     overlaps = jaccard(gt_boxes, anchors.corners)  # [B, M, A]

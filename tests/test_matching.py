@@ -199,20 +199,31 @@ def per_image_reference(y_true, anchors, num_classes, thresh):
     return out
 
 
-@pytest.mark.parametrize("mode", ["eager", "function", "xla"])
+def test_rows_in_use():
+    from ssd_keras.matching import _rows_in_use
+
+    valid = np.array([[True, False, False, False, False], [False, False, True, False, False]])
+    assert int(_rows_in_use(tf.constant(valid))) == 3  # up to the last real row of any image
+    assert int(_rows_in_use(tf.constant(valid[:, ::-1].copy()))) == 5  # a real last row: keep all
+    assert int(_rows_in_use(tf.zeros([2, 7], tf.bool))) == 1  # no objects: one row remains
+
+
+@pytest.mark.parametrize("mode", ["eager", "function"])
 def test_trailing_padding_rows_change_nothing(mode):
     # Outside XLA the matcher drops the rows that are padding in every image (VOC pads to 42
-    # objects, batches hold ~2.5 per image); `gt_idx` must still index the caller's rows.
+    # objects, batches hold ~2.5 per image); XLA keeps them all (static shapes), so it is the
+    # untrimmed reference. `gt_idx` must still index the caller's rows.
     anchors = AnchorConfig()
     y_true = random_y_true(np.random.default_rng(8), [2, 0, 5, 1], 20, max_boxes=6, shuffle_padding=True)
+    assert (y_true[:, -1, 4] >= 0).any()  # the last real row is the last of the six
     junk = np.tile(np.array([[[9.0, 9.0, -9.0, -9.0, -1.0]]], np.float32), (4, 36, 1))
+    padded = tf.constant(np.concatenate([y_true, junk], axis=1))
     fn = lambda y: match_anchors(y, anchors, 20, 0.4)  # noqa: E731
-    if mode != "eager":
-        fn = tf.function(fn, jit_compile=(mode == "xla"))
-    short = fn(tf.constant(y_true))
-    long = fn(tf.constant(np.concatenate([y_true, junk], axis=1)))
-    for key in short:
-        np.testing.assert_array_equal(long[key].numpy(), short[key].numpy(), err_msg=key)
+    untrimmed = tf.function(fn, jit_compile=True)(padded)
+    if mode == "function":
+        fn = tf.function(fn)
+    for key, value in fn(padded).items():
+        np.testing.assert_array_equal(value.numpy(), untrimmed[key].numpy(), err_msg=key)
     all_padding = np.full((4, 42, 5), -1.0, np.float32)
     assert not fn(tf.constant(all_padding))["positive"].numpy().any()
 
