@@ -664,8 +664,8 @@ GRID4_TRAINED = [
 The lesson trains this model (one 4×4 grid, `SSD_Head`, BCE) and shows its predictions next to the
 ground truth: it finds the big objects and misses or mislabels others. Training it takes longer
 than a notebook should (about 30 minutes of wall time on two heavily shared CPU cores), so it is a checkpoint in `assets/`, made by
-`notebooks/train_checkpoints.py --model grid4_bce` with the recipe of `python -m ssd_keras demo`
-(tiny body from scratch at 64 px, head 128 filters, 24000 generated `shapes` images with 1-4
+`notebooks/train_checkpoints.py --model grid4_bce` with the recipe `python -m ssd_keras demo` had on
+2026-11-29 (tiny body from scratch at 64 px, head 128 filters, 24000 generated `shapes` images with 1-4
 objects of 20-60 % of the side × 4 epochs, batch 16, one-cycle to 3e-3, flips), the same recipe as
 the two 189-anchor models of notebook 5; only the anchors and the head differ (16 anchors,
 `SSDHead`). Its metadata records the command, the training time and the held-out mAP; `python -m
@@ -1179,7 +1179,7 @@ IoU 0.5, and their mean (mAP).
 *Run time:* about 30 s on 2 CPU cores. The model is the lesson's final one as trained in
 notebook 5: 189 anchors, focal loss, the tiny body at 64 px, the checkpoint
 `assets/shapes_multi_focal.keras` made by `notebooks/train_checkpoints.py --model focal` (the recipe
-of `python -m ssd_keras demo`: 24000 generated `shapes` images × 4 epochs from scratch; the command,
+`python -m ssd_keras demo` had on 2026-11-29: 24000 generated `shapes` images × 4 epochs from scratch; the command,
 training time and held-out mAP are in its metadata, printed below). The held-out images are the 300
 of `shapes` split "val" it was scored on. The same cells run on the lesson's ResNet34 model: load a
 checkpoint written by `python -m ssd_keras train --backbone resnet34 --image-size 224 ...` instead.

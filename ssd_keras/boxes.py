@@ -80,7 +80,8 @@ def jaccard(boxes_a, boxes_b):
     return tf.math.divide_no_nan(inter, union)
 
 
-#: Mixes `u = (dy, dx, dh, dw)` into corner offsets `(dy - dh, dx - dw, dy + dh, dx + dw)`.
+#: Mixes per-anchor moves `(centre_dy, centre_dx, edge_dy, edge_dx)` into corner offsets
+#: `(centre_dy - edge_dy, centre_dx - edge_dx, centre_dy + edge_dy, centre_dx + edge_dx)`.
 _CENTER_SIZE_TO_CORNERS = np.array(
     [[1, 0, 1, 0], [0, 1, 0, 1], [-1, 0, 1, 0], [0, -1, 0, 1]], np.float32
 )
@@ -92,13 +93,15 @@ def activations_to_boxes(box_activations, anchors):
     `tanh` squashes each activation to [-1, 1]; the centre moves up to half a grid cell from
     the anchor's centre and height/width scale between 0.5x and 1.5x the anchor's.
 
-    The lesson computes centre and size, then corners (`hw2corners`). The same formula,
-    expanded, is affine in `t = tanh(activations)`: `ymin = anchor_ymin + t0 * cell / 2 -
-    t2 * h / 4`, and so on. It is computed that way here, one 4x4 matmul instead of slicing
-    the last axis: in the loss, those slices and concats and their gradients took ~0.9 of
-    4.2 ms (`tf.function` fwd+bwd, batch 64, one core; issue 13). Values equal the lesson's
-    to float32 rounding (~1e-7). On an Ampere+ GPU the matmul runs in TF32 like the head's
-    convolutions that made the activations, so it adds no coarser rounding than theirs.
+    The lesson computes centre and size, then corners (`hw2corners`). Expanded, the same
+    formula is affine in `t = tanh(activations)`: `ymin = anchor_ymin + t0 * cell / 2 -
+    t2 * h / 4`, and so on. It is computed as one 4x4 matmul, because the slices and concats
+    of the lesson's form are slow to differentiate (they were a fifth of the loss's time;
+    bench/README.md, issue 13). On a CPU the values equal the lesson's to float32 rounding
+    (~1e-7). On an Ampere or newer GPU, TensorFlow runs matmuls in TF32 by default
+    (`tf.config.experimental.enable_tensor_float_32_execution`), which rounds the moves to 11
+    significant bits first: up to ~1e-4 of the image side, the order of the TF32 rounding of
+    the convolutions that computed the activations.
 
     Args:
         box_activations: `[A, 4]` or `[batch, A, 4]` (the first 4 channels of `y_pred`).
@@ -108,7 +111,8 @@ def activations_to_boxes(box_activations, anchors):
     """
     acts = tf.tanh(tf.convert_to_tensor(box_activations, tf.float32))
     cell = anchors.grid_sizes[:, 0]
-    # Per anchor: how far t moves the centre (half a cell) and half the size (a quarter).
+    # Per anchor, for t = 1: the centre moves half a cell; the size grows by half the anchor's,
+    # so each edge moves a quarter of it.
     scale = np.stack([cell / 2, cell / 2, anchors.centers[:, 2] / 4, anchors.centers[:, 3] / 4], axis=1)
     offsets = tf.reshape(tf.reshape(acts * scale, [-1, 4]) @ _CENTER_SIZE_TO_CORNERS, tf.shape(acts))
     return offsets + anchors.corners
