@@ -24,8 +24,8 @@ bench/results/memory.jsonl):
 | c: peak RSS above the records | 2399 - 1106 = 1293 MB | 1203 - 1106 = 97 MB |
 | training, CPU ms per image (demo model) | 9.3-10.9 (in memory) | 13.5 (streamed), i.e. ~3.5 ms generating |
 
-Peak RSS is the child's `ru_maxrss`; `rss_data_mb` is the resident size right after the data
-source was built (before `make_dataset`). Times include building the source (generating
+Peak RSS is the child's `ru_maxrss` (the child is forked by a small process: see `_MEASURE`);
+`rss_data_mb` is the resident size right after the data source was built (before `make_dataset`). Times include building the source (generating
 images, for the in-memory path) and the `tf.data` graph, not importing TensorFlow.
 """
 
@@ -140,7 +140,9 @@ def run(cases="abc"):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
     for c in cases:
-        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", c], env=env,
+        # Forked by a small process, as in `cli_case`, so the child's own ru_maxrss is its peak.
+        via_small = [sys.executable, "-c", "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"]
+        out = subprocess.run([*via_small, sys.executable, os.path.abspath(__file__), "--child", c], env=env,
                              capture_output=True, text=True, check=False)
         if out.returncode:
             raise RuntimeError(f"case {c} failed:\n{out.stderr[-3000:]}")
@@ -162,29 +164,46 @@ def cli_commands(out_dir, full=False):
     return {"demo": demo, "train --image-size 224 (shapes)": train}
 
 
+# Linux keeps the high-water RSS of the address space that `exec` replaces, so a process forked
+# from a large one reports at least the parent's size as its own `ru_maxrss`: under bench/run.py
+# (TensorFlow, PyTorch and the benchmark models loaded, ~1.7 GB) a demo of 1.0 GB read 1.7 GB,
+# and even /bin/true forked from a 1.5 GB Python reads 1.5 GB. So the measured command is forked
+# by this small Python process instead (~15 MB), which writes the command's wait4 usage to a file.
+_MEASURE = """\
+import json, os, subprocess, sys
+child = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(child.pid, 0)
+with open(sys.argv[1], "w") as f:
+    json.dump({"maxrss_kb": usage.ru_maxrss, "cpu_s": usage.ru_utime + usage.ru_stime,
+               "exit_code": os.waitstatus_to_exitcode(status)}, f)
+"""
+
+
 def cli_case(argv, env=None):
-    """Run `python -m ssd_keras ARGV` in a child; its wall time, peak RSS (the child's own
-    `ru_maxrss` from wait4), exit code, and the mAP line when it prints one."""
+    """Run `python -m ssd_keras ARGV` in a child; its wall time, peak RSS (the command's own
+    `ru_maxrss`, forked from a small process: see `_MEASURE`), exit code, and the mAP line
+    when it prints one."""
     import re
     import tempfile
 
     env = dict(env or os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
-    with tempfile.TemporaryFile("w+") as log:
+    with tempfile.TemporaryFile("w+") as log, tempfile.TemporaryDirectory() as tmp:
+        usage_file = os.path.join(tmp, "usage.json")
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "ssd_keras", *argv], stdout=log, stderr=subprocess.STDOUT,
-                                env=env, cwd=ROOT)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        subprocess.run([sys.executable, "-c", _MEASURE, usage_file, sys.executable, "-m", "ssd_keras", *argv],
+                       stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, check=True)
         wall = time.perf_counter() - t0
+        with open(usage_file) as f:
+            usage = json.load(f)
         log.seek(0)
         text = log.read()
     m = re.search(r"mAP[^0-9]*([0-9.]+)", text)
     row = {"bench": "memory", "command": "python -m ssd_keras " + " ".join(argv), "wall_s": round(wall, 1),
-           "peak_rss_mb": round(usage.ru_maxrss / 1024), "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
-           "exit_code": proc.returncode, "map": float(m.group(1)) if m else None}
-    if proc.returncode:
-        row["error"] = text.strip().splitlines()[-1][:300] if text.strip() else f"exit {proc.returncode}"
+           "peak_rss_mb": round(usage["maxrss_kb"] / 1024), "cpu_s": round(usage["cpu_s"], 1),
+           "exit_code": usage["exit_code"], "map": float(m.group(1)) if m else None}
+    if usage["exit_code"]:
+        row["error"] = text.strip().splitlines()[-1][:300] if text.strip() else f"exit {usage['exit_code']}"
     return row
 
 
