@@ -25,8 +25,9 @@ bench/results/memory.jsonl):
 | training, CPU ms per image (demo model) | 9.3-10.9 (in memory) | 13.5 (streamed), i.e. ~3.5 ms generating |
 
 Peak RSS is the child's `ru_maxrss` (the child is forked by a small process: see `_MEASURE`);
-`rss_data_mb` is the resident size right after the data source was built (before `make_dataset`). Times include building the source (generating
-images, for the in-memory path) and the `tf.data` graph, not importing TensorFlow.
+`rss_data_mb` is the resident size right after the data source was built (before
+`make_dataset`). Times include building the source (generating images, for the in-memory
+path) and the `tf.data` graph, not importing TensorFlow.
 """
 
 from __future__ import annotations

@@ -11,11 +11,11 @@ lesson varies.
 | `focal`     | grids 4, 2, 1, k = 9: 189         | `SSDMultiHead`  | focal (0.25, 1)| `assets/shapes_multi_focal.keras` |
 
 Everything else is the `demo_tiny64` preset and `python -m ssd_keras demo`'s recipe as they were
-when the checkpoints were made (2026-11-29; the `focal` model *was* the demo's model then; the demo
-has since moved to the `tiny8` body at batch 64, lr 6e-3 and the lesson's match IoU 0.4; `CHECKPOINT_RECIPE` below keeps the
-old values so that this script still makes these files): the tiny body at 64 px trained from scratch, head 128 filters, no
-dropout, bias -4, matched above IoU 0.5; generated `shapes` with 1-4 objects of 20-60 % of the
-side, seed 0: 24000 training images (split "train"), 4 epochs, batch 16, one-cycle to lr 3e-3
+when the checkpoints were made (2026-11-29; the `focal` model *was* the demo's model then; the
+demo has since moved to the `tiny8` body at batch 64, lr 6e-3 and the lesson's match IoU 0.4;
+`CHECKPOINT_RECIPE` below keeps the old values so that this script still makes these files):
+the tiny body at 64 px trained from scratch, head 128 filters, no dropout, bias -4, matched
+above IoU 0.5; generated `shapes` with 1-4 objects of 20-60 % of the side, seed 0: 24000 training images (split "train"), 4 epochs, batch 16, one-cycle to lr 3e-3
 (`use_clr=(20, 10)`), random horizontal flips; the held-out set is split "val", 300 images, which
 `python -m ssd_keras evaluate --model FILE --data shapes` rebuilds from the metadata ("shapes",
 "split") to reproduce the recorded mAP. The held-out loss is computed after every epoch (the

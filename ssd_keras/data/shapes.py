@@ -8,9 +8,9 @@ Boxes are the tight box of each object's drawn pixels, relative yxyx; objects pa
 may cover parts of earlier ones, so placements that hide more than 30% of an earlier object are
 rejected.
 
-Generated with numpy (~0.75 ms per 64 px image, ~3.5-3.9 ms at 224 px, one core), no download, no cache
-needed: image `i` of split `s` depends only on `(seed, s, i)`, so `count` can change without
-changing images, and any image can be made on its own. Hence two forms of the same records:
+Generated with numpy (~0.75 ms per 64 px image, ~3.5-3.9 ms at 224 px, one core), no download,
+no cache needed: image `i` of split `s` depends only on `(seed, s, i)`, so `count` can change
+without changing images, and any image can be made on its own. Hence two forms of the same records:
 
     make_shapes(count, ...)   # DetectionData, every image made now and kept in memory
     ShapesData(count, ...)    # what load_source("shapes:N") returns: images made on demand, and
