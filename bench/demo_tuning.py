@@ -36,6 +36,8 @@ def parse_args(argv=None):
     p.add_argument("--loc-weight", type=float, default=1.0)
     p.add_argument("--pos", type=float, default=0.4, help="match IoU threshold")
     p.add_argument("--flip", action="store_true", help="random horizontal flips")
+    p.add_argument("--grids", default="4,2,1", help="anchor grids (the lesson's 4,2,1)")
+    p.add_argument("--zooms", default="0.7,1,1.3", help="anchor zooms (the lesson's 0.7,1,1.3)")
     p.add_argument("--val", type=int, default=300, help="held-out images")
     p.add_argument("--tag", default="run")
     p.add_argument("--results", type=Path, default=Path(__file__).parent / "results" / "demo_tuning.jsonl")
@@ -62,7 +64,9 @@ def main(argv=None):
                   max_objects=a.max_objects)
     train, val = make_shapes(a.n, split="train", **shapes), make_shapes(a.val, split="val", **shapes)
     gen_s = time.time() - t0
-    anchors, num_classes = AnchorConfig(), len(train.class_names)
+    anchors = AnchorConfig(grids=[int(g) for g in a.grids.split(",")],
+                           zooms=[float(z) for z in a.zooms.split(",")])
+    num_classes = len(train.class_names)
     train_ds = make_dataset(train.records, image_size=a.size, batch_size=a.batch, shuffle=True,
                             seed=0, augment=[RandomFlip()] if a.flip else None)
     val_ds = make_dataset(val.records, image_size=a.size, batch_size=50)

@@ -319,7 +319,8 @@ def coco_map(detections, ground_truths, num_classes, image_size=(1000, 1000)):
 
 
 def evaluate_model(model, dataset, anchors=None, num_classes=None, ground_truths=None,
-                   difficult=None, iou_threshold=0.5, use_07_metric=True, **decode_kwargs):
+                   difficult=None, iou_threshold=0.5, use_07_metric=True, nms_iou_threshold=None,
+                   **decode_kwargs):
     """VOC mAP of `model` over a data set read once, in its order.
 
     Args:
@@ -331,8 +332,12 @@ def evaluate_model(model, dataset, anchors=None, num_classes=None, ground_truths
             `DetectionData.ground_truths()`), used instead of the non-padding rows of y_true.
         difficult: optional per-image bool arrays (non-padding rows), when the data set does
             not carry the flag.
-        decode_kwargs: override the decoder settings (score_threshold, iou_threshold,
-            max_detections); images go through `ssd_keras.inference.detect`, like `predict`.
+        iou_threshold: the IoU a detection needs with an object to be a true positive (VOC:
+            0.5). Not the NMS overlap, which is `nms_iou_threshold`.
+        nms_iou_threshold: the decoder's NMS overlap (default: the model's, or 0.45).
+        decode_kwargs: override the other decoder settings (`score_threshold`,
+            `max_detections`, `max_per_class`); images go through `ssd_keras.inference.detect`,
+            like `predict`.
     Returns:
         `evaluate_detections`' dict (`map`, `ap`, ...) plus the per-image `detections`
         `(boxes, scores, classes)` and `ground_truths` `(boxes, classes, difficult)` it scored.
@@ -341,6 +346,8 @@ def evaluate_model(model, dataset, anchors=None, num_classes=None, ground_truths
         num_classes = getattr(model, "num_classes", None)
         if num_classes is None:
             raise ValueError("evaluate_model: pass num_classes= for a model that is not an SSDDetector")
+    if nms_iou_threshold is not None:
+        decode_kwargs["iou_threshold"] = nms_iou_threshold
     detect = detection_function(model, anchors, **decode_kwargs)
     detections, truths = [], []
     for batch in dataset:

@@ -287,3 +287,12 @@ def test_detection_function_and_evaluate_model_match_predict_plus_decode():
     again = evaluate_detections(result["detections"], result["ground_truths"], 2)
     assert again["map"] == pytest.approx(result["map"], nan_ok=True)
     np.testing.assert_allclose(again["ap"], result["ap"])
+
+    # iou_threshold is the true-positive IoU; the NMS overlap is nms_iou_threshold.
+    strict = decode_detections(model.predict(images, verbose=0), anchors, score_threshold=0.01,
+                               iou_threshold=0.1)
+    assert int(tf.reduce_sum(strict["num_detections"])) < int(tf.reduce_sum(want["num_detections"]))
+    nms01 = evaluate_model(model, ds, anchors, 2, score_threshold=0.01, nms_iou_threshold=0.1)
+    assert [len(d[0]) for d in nms01["detections"]] == [int(n) for n in strict["num_detections"]]
+    loose = evaluate_model(model, ds, anchors, 2, score_threshold=0.01, iou_threshold=0.1)
+    assert [len(d[0]) for d in loose["detections"]] == [int(n) for n in want["num_detections"]]
