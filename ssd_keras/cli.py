@@ -135,6 +135,12 @@ def build_parser():
                        help="IoU above which an anchor is matched to an object (the lesson: 0.4)")
         p.add_argument("--loc-weight", type=_positive_float, default=det["loc_weight"],
                        help="loss = loc_weight * loc + clas (the lesson: 1)")
+        anchors = det["anchors"]
+        p.add_argument("--grids", type=_positive_int, nargs="+", default=anchors["grids"], metavar="G",
+                       help="anchor grids, coarsest last as the head makes them (the lesson: 4 2 1)")
+        p.add_argument("--zooms", type=_positive_float, nargs="+", default=anchors["zooms"], metavar="Z",
+                       help="anchor sizes per grid cell (the lesson: 0.7 1 1.3); the ratios stay the "
+                       "lesson's (1:1, 1:0.5, 0.5:1)")
 
     def add_fit_args(p, recipe):
         p.add_argument("--batch-size", type=_positive_int, default=recipe["batch_size"],
@@ -151,10 +157,12 @@ def build_parser():
     demo = sub.add_parser(
         "demo", formatter_class=fmt, parents=[common],
         help="train on the embedded shapes data, print held-out mAP, save a picture",
-        description="Train the lesson's multi-grid SSD (4x4, 2x2, 1x1 grids, k=9) from scratch on the "
-        "embedded 'shapes' data set (preset demo_tiny64), evaluate on held-out images (VOC07 11-point "
-        "mAP@0.5), print 'mAP: 0.xxx', and save detections.png, model.keras and metrics.json under --out. "
-        "No download. The lesson's own configuration is --backbone resnet34 --image-size 224 (a GPU job).")
+        description="Train the lesson's multi-grid SSD from scratch on the embedded 'shapes' data set "
+        "(preset demo_tiny64: the lesson's 4x4, 2x2, 1x1 grids plus an 8x8 grid for small objects, "
+        "zooms 1 and 1.3, k=6), evaluate on held-out images (VOC07 11-point mAP@0.5), print "
+        "'mAP: 0.xxx', and save detections.png, model.keras and metrics.json under --out. No download. "
+        "The lesson's anchors are --grids 4 2 1 --zooms 0.7 1 1.3; its own configuration adds "
+        "--backbone resnet34 --image-size 224 (a GPU job).")
     demo.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder")
     add_model_args(demo, ddet)
     add_fit_args(demo, drec)
@@ -304,10 +312,11 @@ def _focal(args):
         raise UsageError("--focal", str(e)) from None
 
 
-def _detector_overrides(args):
+def _detector_overrides(args, preset):
+    anchors = dict(get_preset(preset)["detector"]["anchors"], grids=args.grids, zooms=args.zooms)
     return dict(backbone=args.backbone, image_size=args.image_size, dropout=args.dropout,
                 head_filters=args.head_filters, pos_threshold=args.pos_threshold,
-                loc_weight=args.loc_weight, focal=_focal(args))
+                loc_weight=args.loc_weight, focal=_focal(args), anchors=anchors)
 
 
 def _device_line():
@@ -356,11 +365,19 @@ def cmd_demo(args):
         raise UsageError("--min-size", f"need 0 < --min-size <= --max-size, got {args.min_size} "
                                        f"and {args.max_size}")
     print(_device_line(), flush=True)
+    import keras
+
+    from ssd_keras.detector import SSDDetector
+
+    keras.utils.set_random_seed(args.seed)  # as run_demo does before building its own
+    try:
+        detector = SSDDetector.from_preset("demo_tiny64", **_detector_overrides(args, "demo_tiny64"))
+    except ValueError as e:  # e.g. --grids the body's map cannot reach at --image-size
+        raise UsageError(None, str(e)) from None
     shapes = dict(min_size=args.min_size, max_size=args.max_size, max_objects=args.max_objects)
     done = run_demo(args.out, epochs=args.epochs, train_images=args.train_images,
                     val_images=args.val_images, batch_size=args.batch_size, lr=args.lr,
-                    augment=args.augment, seed=args.seed, shapes=shapes,
-                    detector_overrides=_detector_overrides(args),
+                    augment=args.augment, seed=args.seed, shapes=shapes, detector=detector,
                     verbose=2 if args.verbose else "auto")
     names = done["detector"].class_names
     print("held-out AP per class (VOC07 11-point, IoU 0.5):")
@@ -430,7 +447,7 @@ def cmd_train(args):
     try:
         detector = SSDDetector.from_preset(
             "lesson_resnet34_224", weights=weights, class_names=train.class_names,
-            metadata={"split": split, "data": args.data}, **_detector_overrides(args))
+            metadata={"split": split, "data": args.data}, **_detector_overrides(args, "lesson_resnet34_224"))
     except (OSError, ValueError) as e:
         raise UsageError("--weights" if weights else "--image-size", str(e)) from None
     focal = detector.loss_settings["focal"] is not None

@@ -161,11 +161,16 @@ def metrics_summary(result, class_names, **extra):
 
 def run_demo(out_dir, epochs=None, train_images=None, val_images=None, batch_size=None, lr=None,
              augment=None, seed=0, shapes=None, detector_overrides=None, verbose="auto", log=print,
-             jit_compile="auto"):
+             jit_compile="auto", detector=None):
     """`python -m ssd_keras demo`: train the `demo_tiny64` preset from scratch on generated
     `shapes`, evaluate on held-out images, save `model.keras`, `detections.png`, `metrics.json`.
 
     Settings left as None take the preset's recipe (`get_preset("demo_tiny64")["recipe"]`).
+    `detector`: an untrained `SSDDetector` to train instead of
+    `SSDDetector.from_preset("demo_tiny64", **detector_overrides)` (the CLI builds it first, so
+    that a bad setting is a usage error before any work). The seed is set before the detector
+    is built here and again before the data, so a detector built right after
+    `keras.utils.set_random_seed(seed)` trains exactly as the one built here.
     Returns a dict: `result` (`evaluate_detections`' dict), `detector`, `paths`, `seconds`.
     """
     from ssd_keras.data.shapes import ShapesData
@@ -181,9 +186,13 @@ def run_demo(out_dir, epochs=None, train_images=None, val_images=None, batch_siz
     batch_size = recipe["batch_size"] if batch_size is None else batch_size
     lr = recipe["lr"] if lr is None else lr
     augment = recipe["augment"] if augment is None else augment
-    keras.utils.set_random_seed(seed)
     shapes = {**{k: v for k, v in recipe["shapes"].items() if k != "seed"}, **(shapes or {})}
-    detector = SSDDetector.from_preset("demo_tiny64", **(detector_overrides or {}))
+    if detector is None:
+        keras.utils.set_random_seed(seed)
+        detector = SSDDetector.from_preset("demo_tiny64", **(detector_overrides or {}))
+    elif detector_overrides:
+        raise ValueError("run_demo: pass detector or detector_overrides, not both")
+    keras.utils.set_random_seed(seed)  # again: the data order and flips do not depend on who built it
     size = detector.image_size
     settings = dict(image_size=size, seed=seed, **shapes)
     # Generated inside tf.data while the model trains (first batch at once); kept after the first
@@ -215,6 +224,7 @@ def run_demo(out_dir, epochs=None, train_images=None, val_images=None, batch_siz
         result, detector.class_names, command="demo", epochs=epochs, train_images=len(train),
         val_images=len(val), batch_size=batch_size, lr=lr, augment=augment, seed=seed,
         **shapes, **detector.loss_settings, head_filters=detector.head_filters,
+        anchors=detector.anchors.get_config(),
         train_seconds=round(train_seconds, 1), total_seconds=round(seconds, 1))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return {"result": result, "detector": detector, "seconds": seconds, "train_seconds": train_seconds,

@@ -25,3 +25,17 @@ def test_run_demo_takes_unset_settings_from_the_preset(tmp_path):
     metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert (metrics["batch_size"], metrics["lr"], metrics["max_objects"], metrics["min_size"]) == (
         4, 1e-3, 2, recipe["shapes"]["min_size"])
+
+
+def test_run_demo_takes_a_prebuilt_detector_but_not_also_overrides(tmp_path):
+    import pytest
+
+    from ssd_keras.detector import SSDDetector
+
+    detector = SSDDetector.from_preset("demo_tiny64", anchors={"grids": [4, 2, 1]})
+    with pytest.raises(ValueError, match="pass detector or detector_overrides, not both"):
+        run_demo(tmp_path, detector=detector, detector_overrides={"dropout": 0.1})
+    done = run_demo(tmp_path, epochs=1, train_images=8, val_images=4, detector=detector,
+                    log=lambda *a: None, verbose=0)
+    assert done["detector"] is detector
+    assert json.loads((tmp_path / "metrics.json").read_text())["anchors"]["grids"] == [4, 2, 1]
