@@ -84,6 +84,10 @@ def test_user_error_through_python_dash_m_is_a_message_not_a_traceback(tmp_path)
     (["demo", "--min-size", "1.5"], "argument --min-size: expected a number in [0, 1], got '1.5'"),
     (["demo", "--augment", "mixup"], "argument --augment: invalid choice: 'mixup'"),
     (["demo", "--loc-weight", "nan"], "argument --loc-weight: expected a positive number, got 'nan'"),
+    (["demo", "--grids", "0"], "argument --grids: expected a positive integer, got '0'"),
+    (["demo", "--zooms", "1", "-1"], "argument --zooms: expected a positive number, got '-1'"),
+    # tiny8's 8x8 map at 64 px halves to 4, 2, 1: never 3.
+    (["demo", "--grids", "3", "2", "1"], "cannot reach anchors.grids=(3, 2, 1)"),
     (["train", "--head-filters", "0"], "argument --head-filters: expected a positive integer, got '0'"),
     (["train", "--data", "imagenet"], "argument --data: unknown data source 'imagenet'"),
     (["train", "--data", "voc"], "argument --data: unknown data source 'voc'"),
@@ -116,7 +120,21 @@ def test_demo_end_to_end_writes_picture_model_and_metrics(demo_run):
     assert (out / "model.keras").is_file()
     # The settings that produced the number are recorded with it (the demo's defaults here).
     assert (metrics["min_size"], metrics["max_objects"], metrics["augment"]) == (0.2, 4, "flip")
-    assert (metrics["head_filters"], metrics["pos_threshold"]) == (128, 0.4)
+    assert (metrics["head_filters"], metrics["pos_threshold"], metrics["loc_weight"]) == (64, 0.3, 4.0)
+    assert metrics["anchors"] == {"grids": [8, 4, 2, 1], "zooms": [1.0, 1.3],
+                                  "ratios": [[1.0, 1.0], [1.0, 0.5], [0.5, 1.0]]}
+
+
+def test_demo_grids_and_zooms_flags_give_the_lessons_anchors(tmp_path):
+    status, _, stderr = run_cli(["demo", "--out", tmp_path, "--epochs", "1", "--train-images", "8",
+                                 "--val-images", "4", "--batch-size", "8",
+                                 "--grids", "4", "2", "1", "--zooms", "0.7", "1", "1.3"])
+    assert status == 0, stderr
+    from ssd_keras.saving import load_model
+
+    model = load_model(tmp_path / "model.keras")
+    assert (model.anchors.grids, model.anchors.zooms, model.anchors.num_anchors) == (
+        (4, 2, 1), (0.7, 1.0, 1.3), 189)
 
 
 def test_evaluate_uses_the_demo_models_shapes_settings(demo_run, tmp_path):

@@ -28,20 +28,22 @@ def detector():
 def test_compile_defaults_to_its_own_ssd_loss_and_logs_loc_and_clas(detector):
     detector.compile()
     assert isinstance(detector.loss, SSDLoss) and detector.loss.anchors == detector.anchors
-    assert detector.loss.focal == (0.25, 1.0) and detector.loss.pos_threshold == 0.4
+    assert detector.loss.focal == (0.25, 1.0) and detector.loss.pos_threshold == 0.3
+    assert detector.loss.loc_weight == 4.0  # the demo preset's
     x, y = _batch()
     logs = detector.evaluate(x, y, batch_size=4, return_dict=True, verbose=0)
     parts = detector.default_loss().components(y, detector(x))
     assert logs["loc"] == pytest.approx(float(np.mean(parts["loc"])), rel=1e-5)
     assert logs["clas"] == pytest.approx(float(np.mean(parts["clas"])), rel=1e-5)
-    assert logs["loss"] == pytest.approx(logs["loc"] + logs["clas"], rel=1e-5)
+    assert logs["loss"] == pytest.approx(4.0 * logs["loc"] + logs["clas"], rel=1e-5)
 
 
 def test_other_losses_log_no_loc_clas(detector):
     clone = SSDDetector.from_config(detector.get_config())
     clone.compile(loss="mse")
     x, y = _batch()
-    logs = clone.evaluate(x, np.zeros((4, 189, 8), np.float32), return_dict=True, verbose=0)
+    logs = clone.evaluate(x, np.zeros((4, detector.anchors.num_anchors, 8), np.float32), return_dict=True,
+                          verbose=0)
     assert set(logs) == {"loss"}
     del y
 
@@ -89,6 +91,11 @@ def test_presets_are_complete_and_build():
     assert lesson.num_classes == 20 and lesson.anchors == AnchorConfig() and lesson.image_size == 224
     assert lesson.output_shape == (None, 189, 4 + 20 + 1)
     assert lesson.metadata["preset"] == "lesson_resnet34_224"
+    # The demo's: the lesson's grids plus tiny8's own 8x8 map, zooms 1 and 1.3 (k = 6).
+    demo = SSDDetector.from_preset("demo_tiny64")
+    assert (demo.anchors.grids, demo.anchors.k, demo.anchors.num_anchors) == ((8, 4, 2, 1), 6, 510)
+    assert demo.output_shape == (None, 510, 4 + 6 + 1)
+    assert f"({demo.anchors.num_anchors} anchors)" in PRESETS["demo_tiny64"]["description"]
     with pytest.raises(ValueError, match="unknown preset 'yolo'"):
         SSDDetector.from_preset("yolo")
 

@@ -59,6 +59,29 @@ def test_checkpoints_the_notebooks_load_are_committed_and_small():
     assert sum(sizes.values()) <= 20_000_000, sizes
 
 
+def _train_checkpoints():
+    spec = importlib.util.spec_from_file_location("train_checkpoints", os.path.join(NB_DIR, "train_checkpoints.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_checkpoints_still_builds_the_committed_models():
+    """The demo preset has moved on since the checkpoints were made; `CHECKPOINT_RECIPE` pins
+    what they used, so the script builds the same architecture and loss as each file holds."""
+    from ssd_keras.saving import load_model
+
+    script = _train_checkpoints()
+    for name, spec in script.MODELS.items():
+        built = script.build_detector(name)
+        saved = load_model(os.path.join(NB_DIR, "assets", spec["file"]))
+        assert built.anchors == saved.anchors, name
+        assert (built.backbone_name, built.head_filters, built.loss_settings, built.output_shape) == (
+            saved.backbone_name, saved.head_filters, saved.loss_settings, saved.output_shape), name
+        assert saved.metadata["batch_size"] == script.CHECKPOINT_RECIPE["batch_size"]
+        assert saved.metadata["train_images"] == script.CHECKPOINT_RECIPE["train_images"]
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_committed_notebook_matches_generator(name):
     """Edit `notebooks/build_notebooks.py` and re-run it, never the .ipynb by hand."""

@@ -43,7 +43,7 @@ def test_fit_one_cycle_follows_schedule_and_logs_loss_parts():
 
 def test_fit_one_cycle_on_a_detector_logs_loc_and_clas_from_its_own_loss():
     """A detector needs no loss= (its default SSDLoss) and logs loc/clas without SSDLossPart
-    metrics; loss = loc + clas per batch, so the epoch means agree too."""
+    metrics; loss = loc_weight * loc + clas per batch, so the epoch means agree too."""
     from ssd_keras import SSDDetector
     from ssd_keras.data import make_shapes
 
@@ -52,8 +52,10 @@ def test_fit_one_cycle_on_a_detector_logs_loc_and_clas_from_its_own_loss():
     detector = SSDDetector.from_preset("demo_tiny64")
     hist = fit_one_cycle(detector, ds, 1, 1e-3, val_ds=ds, verbose=0)
     assert {"loss", "loc", "clas", "val_loss", "val_loc", "val_clas"} <= set(hist.history)
+    weight = detector.loss_settings["loc_weight"]  # 4 in the demo preset
     np.testing.assert_allclose(hist.history["val_loss"],
-                               np.add(hist.history["val_loc"], hist.history["val_clas"]), rtol=1e-5)
+                               np.add(weight * np.asarray(hist.history["val_loc"]), hist.history["val_clas"]),
+                               rtol=1e-5)
     assert not any(isinstance(m, __import__("ssd_keras").SSDLossPart) for m in detector.metrics)
 
 
