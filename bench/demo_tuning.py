@@ -3,8 +3,9 @@ given settings and report held-out mAP at IoU 0.5 (VOC07 11-point), 0.3 and 0.7,
 class-agnostic mAP, the all-point mAP and each class's largest recall at IoU 0.5, and the time.
 
     python bench/demo_tuning.py --body tiny8 --batch 64 --lr 6e-3 --n 24000 --epochs 4 \\
-        --min-size 0.2 --max-objects 4 --flip --dropout 0 --pos 0.4 --head-filters 128 \\
-        --focal 0.25,1 --tag demo_default    # the demo's settings (2026-12-02)
+        --min-size 0.2 --max-objects 4 --flip --dropout 0 --pos 0.3 --loc-weight 4 \\
+        --head-filters 64 --grids 8,4,2,1 --zooms 1,1.3 --focal 0.25,1 \\
+        --tag demo_default    # the demo's settings (2026-12-02, morning)
 
 Each run appends one JSON line to `--results` (default bench/results/demo_tuning.jsonl). The
 runs behind the demo's defaults, and what they showed, are in `bench/README.md`. The IoU 0.3 /

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 import ssd_keras
 from ssd_keras.data import RandomFlip, make_dataset, make_shapes
+from ssd_keras.presets import LESSON_ANCHORS
 from ssd_keras.schedules import OneCycleSchedule
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -24,10 +25,12 @@ parser.add_argument("--out", default="out/train_shapes.keras")
 args = parser.parse_args()
 keras.utils.set_random_seed(0)
 
-# 1. The detector: body + the lesson's SSD_MultiHead, its AnchorConfig (4x4, 2x2, 1x1 grids,
-#    k = 9, 189 anchors), class names, loss settings (focal loss) and decoder, from a preset.
-detector = ssd_keras.SSDDetector.from_preset(
-    "demo_tiny64", **(dict(backbone="resnet34", image_size=224, head_filters=256) if args.lesson else {}))
+# 1. The detector: body + the lesson's SSD_MultiHead, its AnchorConfig (the demo's: the lesson's
+#    4x4, 2x2, 1x1 grids plus 8x8, k = 6, 510 anchors), class names, loss settings (focal loss)
+#    and decoder, from a preset. --lesson: the lesson's body, anchors (k = 9, 189) and loss.
+lesson = dict(backbone="resnet34", image_size=224, head_filters=256, anchors=LESSON_ANCHORS,
+              pos_threshold=0.4, loc_weight=1.0)
+detector = ssd_keras.SSDDetector.from_preset("demo_tiny64", **(lesson if args.lesson else {}))
 size = detector.image_size
 
 # 2. Data: generated images with 1-4 shapes each; train and held-out streams never overlap.

@@ -1304,7 +1304,7 @@ The triangle is the weakest class (AP 0.80), the ring the best (0.87).
 
 When a class scores low, one question is whether the anchors can represent its objects at all.
 `anchor_coverage` gives every object's best IoU with any anchor; objects at or below the matching
-threshold (`SSDLoss`'s `pos_threshold`: 0.5 for this model; the lesson's, and the demo's since 2026-12-02, is 0.4) are
+threshold (`SSDLoss`'s `pos_threshold`: 0.5 for this model; the lesson's is 0.4; the demo's, since 2026-12-02, 0.3 with an added 8×8 grid) are
 matched only through the forced 1.99 of `map_to_ground_truth`, to one anchor that fits them badly.
 Per size bucket (`sqrt(area)` of the box):
 """),

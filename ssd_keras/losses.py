@@ -64,11 +64,12 @@ class SSDLoss(keras.losses.Loss):
             `(0.25, 1.0)`.
         validate: check `y_true` in the graph (see below). Cheap; turn off only for speed
             measurements.
-        loc_weight: the loss is `loc_weight * loc + clas` (lesson: 1). The lesson's `loc` is a
-            mean over positive anchors' coordinates (~0.05-0.1) while `clas` sums over all
-            anchors (~1-10), so the shared features learn mostly from `clas`; weighting `loc` up
-            made the demo worse (bench/README.md, "The demo's defaults"), so the default is the
-            lesson's. The logged `loc` and `clas` stay unweighted.
+        loc_weight: the loss is `loc_weight * loc + clas` (lesson: 1, the default). The
+            lesson's `loc` is a mean over positive anchors' coordinates (~0.03-0.1) while `clas`
+            sums over all anchors (~0.5-10), so the shared features learn mostly from `clas`.
+            The demo weights `loc` 4, which places small boxes better (with 8 the
+            classification suffers; in the demo of 2026-11-29, any weight above 1 did):
+            bench/README.md, "The demo's defaults". The logged `loc` and `clas` stay unweighted.
         reduction, name, dtype: as for any `keras.losses.Loss`.
 
     `y_true`: `[B, M, 5]` float rows `(ymin, xmin, ymax, xmax, class_id)`, relative yxyx boxes,
