@@ -373,7 +373,7 @@ def cmd_demo(args):
     try:
         detector = SSDDetector.from_preset("demo_tiny64", **_detector_overrides(args, "demo_tiny64"))
     except ValueError as e:  # e.g. --grids the body's map cannot reach at --image-size
-        raise UsageError(None, str(e)) from None
+        raise UsageError("--grids" if "anchors.grids" in str(e) else None, str(e)) from None
     shapes = dict(min_size=args.min_size, max_size=args.max_size, max_objects=args.max_objects)
     done = run_demo(args.out, epochs=args.epochs, train_images=args.train_images,
                     val_images=args.val_images, batch_size=args.batch_size, lr=args.lr,
@@ -449,7 +449,8 @@ def cmd_train(args):
             "lesson_resnet34_224", weights=weights, class_names=train.class_names,
             metadata={"split": split, "data": args.data}, **_detector_overrides(args, "lesson_resnet34_224"))
     except (OSError, ValueError) as e:
-        raise UsageError("--weights" if weights else "--image-size", str(e)) from None
+        argument = "--grids" if "anchors.grids" in str(e) else "--weights" if weights else "--image-size"
+        raise UsageError(argument, str(e)) from None
     focal = detector.loss_settings["focal"] is not None
     stages = lesson_stages(args.lr, pretrained=weights is not None, focal=focal,
                            stage1_epochs=args.stage1_epochs, stage2_epochs=args.stage2_epochs,

@@ -87,7 +87,10 @@ def test_user_error_through_python_dash_m_is_a_message_not_a_traceback(tmp_path)
     (["demo", "--grids", "0"], "argument --grids: expected a positive integer, got '0'"),
     (["demo", "--zooms", "1", "-1"], "argument --zooms: expected a positive number, got '-1'"),
     # tiny8's 8x8 map at 64 px halves to 4, 2, 1: never 3.
-    (["demo", "--grids", "3", "2", "1"], "cannot reach anchors.grids=(3, 2, 1)"),
+    (["demo", "--grids", "3", "2", "1"], "argument --grids: build_ssd(backbone='tiny8'): the backbone's "
+                                         "8x8 feature map (image_size=64) cannot reach anchors.grids=(3, 2, 1)"),
+    (["train", "--backbone", "tiny8", "--image-size", "64", "--weights", "none", "--train-images", "8",
+      "--grids", "8", "4", "3"], "argument --grids: build_ssd(backbone='tiny8'): the backbone's 8x8"),
     (["train", "--head-filters", "0"], "argument --head-filters: expected a positive integer, got '0'"),
     (["train", "--data", "imagenet"], "argument --data: unknown data source 'imagenet'"),
     (["train", "--data", "voc"], "argument --data: unknown data source 'voc'"),

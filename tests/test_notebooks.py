@@ -79,6 +79,7 @@ def test_train_checkpoints_still_builds_the_committed_models():
         assert (built.backbone_name, built.head_filters, built.loss_settings, built.output_shape) == (
             saved.backbone_name, saved.head_filters, saved.loss_settings, saved.output_shape), name
         assert saved.metadata["batch_size"] == script.CHECKPOINT_RECIPE["batch_size"]
+        assert saved.metadata["lr"] == script.CHECKPOINT_RECIPE["lr"]
         assert saved.metadata["train_images"] == script.CHECKPOINT_RECIPE["train_images"]
 
 
