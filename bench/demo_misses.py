@@ -24,7 +24,8 @@ def main(argv=None):
     a = p.parse_args(argv)
 
     from ssd_keras.boxes import jaccard
-    from ssd_keras.data import make_dataset, make_shapes
+    from ssd_keras.data import make_dataset
+    from ssd_keras.data.splits import held_out
     from ssd_keras.evaluation import evaluate_model
     from ssd_keras.saving import load_model
 
@@ -32,10 +33,9 @@ def main(argv=None):
     meta = detector.metadata
     if meta.get("data") != "shapes":
         raise SystemExit(f"{a.model}: not a model trained on shapes (metadata data={meta.get('data')!r})")
-    shapes = dict(meta["shapes"])
-    count = meta["split"]["val"]["count"]
-    val = make_shapes(count, image_size=detector.image_size, split="val", **shapes)
-    ds = make_dataset(val.records, image_size=detector.image_size, batch_size=50)
+    val = held_out("shapes", meta["split"], image_size=detector.image_size, **meta["shapes"])
+    count = len(val)
+    ds = make_dataset(val, image_size=detector.image_size, batch_size=50)
     result = evaluate_model(detector, ds, ground_truths=val.ground_truths(), iou_threshold=a.iou)
     anchors = np.asarray(detector.anchors.corners)
     names, px = detector.class_names, detector.image_size
