@@ -13,8 +13,8 @@ lesson varies.
 Everything else is the `demo_tiny64` preset and `python -m ssd_keras demo`'s recipe as they were
 when the checkpoints were made (2026-11-29; the `focal` model *was* the demo's model then; the
 demo has since moved to the `tiny8` body at batch 64, lr 6e-3, an added 8x8 anchor grid, match
-IoU 0.3, the location loss weighted 4 and a 64-wide head; `CHECKPOINT_RECIPE` below keeps the old
-values so that this script still makes these files):
+IoU 0.3, the location loss weighted 4 and a 64-wide head; `CHECKPOINT_DETECTOR` and
+`CHECKPOINT_RECIPE` below keep the old values so that this script still makes these files):
 the tiny body at 64 px trained from scratch, head 128 filters, no dropout, bias -4, matched
 above IoU 0.5; generated `shapes` with 1-4 objects of 20-60 % of the side, seed 0: 24000 training images (split "train"), 4 epochs, batch 16, one-cycle to lr 3e-3
 (`use_clr=(20, 10)`), random horizontal flips; the held-out set is split "val", 300 images, which
@@ -54,10 +54,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ASSETS = os.path.join(HERE, "assets")
 
 #: The demo's settings of 2026-11-29, with which the three checkpoints were trained (the preset's
-#: other settings have not changed since).
-CHECKPOINT_RECIPE = {"backbone": "tiny", "batch_size": 16, "lr": 3e-3, "pos_threshold": 0.5,
-                     "loc_weight": 1.0, "anchors": LESSON_ANCHORS, "head_filters": 128,
-                     "train_images": 24000}
+#: other settings have not changed since): the detector's, then the recipe's.
+CHECKPOINT_DETECTOR = {"backbone": "tiny", "pos_threshold": 0.5, "loc_weight": 1.0,
+                       "anchors": LESSON_ANCHORS, "head_filters": 128}
+CHECKPOINT_RECIPE = {"batch_size": 16, "lr": 3e-3, "train_images": 24000}
 
 #: What the lesson varies between the three models (overrides of the demo_tiny64 preset).
 MODELS = {
@@ -69,17 +69,15 @@ MODELS = {
 
 
 def build_detector(name):
-    """The untrained detector of model `name`: the demo preset with `CHECKPOINT_RECIPE`'s pins and
-    the model's overrides."""
-    pinned = {k: CHECKPOINT_RECIPE[k] for k in ("backbone", "pos_threshold", "loc_weight", "anchors",
-                                                "head_filters")}
-    return SSDDetector.from_preset("demo_tiny64", **{**pinned, **MODELS[name]["overrides"]})
+    """The untrained detector of model `name`: the demo preset with `CHECKPOINT_DETECTOR`'s pins
+    and the model's overrides."""
+    return SSDDetector.from_preset("demo_tiny64", **{**CHECKPOINT_DETECTOR, **MODELS[name]["overrides"]})
 
 
 def train(name, out_dir=ASSETS, epochs=None, train_images=None, log=print):
     """Train model `name` of `MODELS` with the demo's recipe; returns (path, metadata)."""
     recipe = get_preset("demo_tiny64")["recipe"]
-    recipe.update({k: CHECKPOINT_RECIPE[k] for k in ("batch_size", "lr", "train_images")})
+    recipe.update(CHECKPOINT_RECIPE)
     epochs = epochs or recipe["epochs"]
     train_images = train_images or recipe["train_images"]
     shapes = dict(recipe["shapes"])

@@ -22,14 +22,15 @@ NB_DIR = os.path.join(ROOT, "notebooks")
 CELL_TIMEOUT = 600  # seconds per cell: generous for a loaded 2-core CI machine
 
 
-def _generator():
-    spec = importlib.util.spec_from_file_location("build_notebooks", os.path.join(NB_DIR, "build_notebooks.py"))
+def _script(name):
+    """`notebooks/<name>.py` as a module (the folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(NB_DIR, f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-GEN = _generator()
+GEN = _script("build_notebooks")
 NAMES = sorted(GEN.NOTEBOOKS)
 # Notebooks that need optional packages; they skip (with the reason) where these are missing.
 NEEDS = {"07_keras_vs_pytorch.ipynb": ["torch"]}
@@ -59,19 +60,13 @@ def test_checkpoints_the_notebooks_load_are_committed_and_small():
     assert sum(sizes.values()) <= 20_000_000, sizes
 
 
-def _train_checkpoints():
-    spec = importlib.util.spec_from_file_location("train_checkpoints", os.path.join(NB_DIR, "train_checkpoints.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_train_checkpoints_still_builds_the_committed_models():
-    """The demo preset has moved on since the checkpoints were made; `CHECKPOINT_RECIPE` pins
-    what they used, so the script builds the same architecture and loss as each file holds."""
+    """The demo preset has moved on since the checkpoints were made; `CHECKPOINT_DETECTOR` and
+    `CHECKPOINT_RECIPE` pin what they used, so the script builds the same architecture and loss
+    as each file holds, and trains with the same recipe."""
     from ssd_keras.saving import load_model
 
-    script = _train_checkpoints()
+    script = _script("train_checkpoints")
     for name, spec in script.MODELS.items():
         built = script.build_detector(name)
         saved = load_model(os.path.join(NB_DIR, "assets", spec["file"]))
