@@ -368,12 +368,15 @@ def cmd_demo(args):
     import keras
 
     from ssd_keras.detector import SSDDetector
+    from ssd_keras.layers import GridsUnreachableError
 
     keras.utils.set_random_seed(args.seed)  # as run_demo does before building its own
     try:
         detector = SSDDetector.from_preset("demo_tiny64", **_detector_overrides(args, "demo_tiny64"))
-    except ValueError as e:  # e.g. --grids the body's map cannot reach at --image-size
-        raise UsageError("--grids" if "anchors.grids" in str(e) else None, str(e)) from None
+    except GridsUnreachableError as e:  # --grids the body's map cannot reach at --image-size
+        raise UsageError("--grids", str(e)) from None
+    except ValueError as e:
+        raise UsageError(None, str(e)) from None
     shapes = dict(min_size=args.min_size, max_size=args.max_size, max_objects=args.max_objects)
     done = run_demo(args.out, epochs=args.epochs, train_images=args.train_images,
                     val_images=args.val_images, batch_size=args.batch_size, lr=args.lr,
@@ -415,6 +418,7 @@ def cmd_train(args):
     from ssd_keras.data.splits import load_train_val
     from ssd_keras.detector import SSDDetector
     from ssd_keras.evaluation import evaluate_model
+    from ssd_keras.layers import GridsUnreachableError
     from ssd_keras.recipes import fit_lesson_recipe, lesson_stages, metrics_summary
 
     weights = _weights(args)
@@ -448,9 +452,10 @@ def cmd_train(args):
         detector = SSDDetector.from_preset(
             "lesson_resnet34_224", weights=weights, class_names=train.class_names,
             metadata={"split": split, "data": args.data}, **_detector_overrides(args, "lesson_resnet34_224"))
+    except GridsUnreachableError as e:
+        raise UsageError("--grids", str(e)) from None
     except (OSError, ValueError) as e:
-        argument = "--grids" if "anchors.grids" in str(e) else "--weights" if weights else "--image-size"
-        raise UsageError(argument, str(e)) from None
+        raise UsageError("--weights" if weights else "--image-size", str(e)) from None
     focal = detector.loss_settings["focal"] is not None
     stages = lesson_stages(args.lr, pretrained=weights is not None, focal=focal,
                            stage1_epochs=args.stage1_epochs, stage2_epochs=args.stage2_epochs,

@@ -146,18 +146,24 @@ class OutConv(layers.Layer):
         return {**super().get_config(), "k": self.k, "num_classes": self.num_classes, "bias": self.bias}
 
 
+class GridsUnreachableError(ValueError):
+    """`plan_head`: the feature map cannot be halved onto the anchor grids. A ValueError; its own
+    type so that the command line can name `--grids` without reading the message."""
+
+
 def plan_head(feature_size, grids, image_size=None, where="SSD head"):
     """How many stride-2 `StdConv`s lead to each grid: `[n_before_grid0, n_between_0_1, ...]`.
 
     A stride-2 StdConv (pad 1) maps `s` to `ceil(s / 2)`. The feature map is halved until it
-    is `grids[0]`, then between consecutive grids. Raises a ValueError naming the feature
-    size, the image size (when known) and the grids when the sizes cannot be reached.
+    is `grids[0]`, then between consecutive grids. Raises `GridsUnreachableError` (a ValueError)
+    naming the feature size, the image size (when known) and the grids when the sizes cannot be
+    reached.
     """
     grids = tuple(int(g) for g in grids)
 
     def fail(path):
         img = f" (image_size={image_size})" if image_size is not None else ""
-        raise ValueError(
+        raise GridsUnreachableError(
             f"{where}: the backbone's {feature_size}x{feature_size} feature map{img} cannot "
             f"reach anchors.grids={grids} by stride-2 convs (each maps s to ceil(s/2)): "
             f"{' -> '.join(map(str, path))}. Use an image size whose feature map halves onto "

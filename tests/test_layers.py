@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from ssd_keras.anchors import AnchorConfig
-from ssd_keras.layers import OutConv, SSDHead, SSDMultiHead, StdConv, flatten_conv, plan_head
+from ssd_keras.layers import (GridsUnreachableError, OutConv, SSDHead, SSDMultiHead, StdConv, flatten_conv,
+                              plan_head)
 
 torch = pytest.importorskip("torch", reason="torch (requirements-test.txt) is the lesson reference")
 from ssd_keras.reference import lesson_model as L  # noqa: E402
@@ -172,8 +173,9 @@ def test_plan_head_halving():
 def test_head_errors_name_the_sizes():
     with pytest.raises(ValueError, match=r"5x5 feature map .*grids=\(4, 2, 1\)"):
         SSDMultiHead(3)(np.zeros((1, 5, 5, 8), "float32"))
-    with pytest.raises(ValueError, match=r"3x3 feature map .*image_size=96"):
+    with pytest.raises(GridsUnreachableError, match=r"3x3 feature map .*image_size=96"):
         plan_head(3, (4, 2, 1), image_size=96)
+    assert issubclass(GridsUnreachableError, ValueError)
     with pytest.raises(ValueError, match="one grid"):
         SSDHead(3, AnchorConfig())
     with pytest.raises(ValueError, match="square"):
