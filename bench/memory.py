@@ -105,8 +105,9 @@ def _case(name):
 
 
 def _train_case(name, steps=150):
-    """The demo's model of 2026-11-29 (tiny body, 64 px, batch 16, focal loss, flips) trained on streamed vs
-    in-memory shapes: does generating on the fly (on the same 2 cores) slow training down?"""
+    """The demo's model of 2026-11-29 (tiny body, 64 px, batch 16, focal loss, flips) trained on
+    streamed vs in-memory shapes: does generating on the fly (on the same 2 cores) slow training
+    down?"""
     import keras
 
     from ssd_keras.anchors import AnchorConfig
