@@ -183,6 +183,7 @@ def run(quick=True, focal=None, seed=0, use_gpu=False, torch_threads=1, tf_threa
 BEFORE_COMMITS = (
     ("before issue 13", "e03d683"),
     ("2026-12-01 evening", "733a439"),  # before the affine box decoding and the row trim
+    ("2026-12-02 morning", "b4065c2"),  # before matching on the object list
 )
 #: The modules that make up the loss (each imports the ones before it); anchors.py is shared.
 _LOSS_MODULES = ("boxes", "matching", "losses")
@@ -243,6 +244,7 @@ def profile(rounds=30, seed=0):
 
     torch.set_num_threads(1)
     from ssd_keras import AnchorConfig, SSDLoss
+    from ssd_keras.boxes import activations_to_boxes
     from ssd_keras.matching import match_anchors
     from ssd_keras.reference import lesson as lt
 
@@ -269,7 +271,11 @@ def profile(rounds=30, seed=0):
         "matching only (fwd; no gradient)": tf.function(lambda yt, yp: match_anchors(yt, anchors, c, 0.4)["classes"]),
         "classification term fwd+bwd (given the matching)": grad_of(
             lambda yt, yp: tf.nn.softplus(tf.split(yp, [4, c, 1], -1)[1]
-                                          * (1.0 - 2.0 * tf.one_hot(classes, c)))),
+                                          * tf.one_hot(classes, c, on_value=-1.0, off_value=1.0))),
+        "location term fwd+bwd (given the matching)": grad_of(
+            lambda yt, yp: tf.where(m["positive"][..., None], tf.abs(
+                activations_to_boxes(tf.split(yp, [4, c + 1], -1)[0], anchors) - m["boxes"]), 0.0)),
+        "floor: reduce_sum fwd+bwd over y_pred (call, one pass each way)": grad_of(lambda yt, yp: yp),
         "floor: softplus fwd+bwd over y_pred": grad_of(lambda yt, yp: tf.nn.softplus(yp)),
         "floor: exp fwd over y_pred": tf.function(lambda yt, yp: tf.exp(yp)),
     }

@@ -56,7 +56,10 @@ KERAS_CASES = ("keras", "keras-xla", "keras-onednn", "keras-eigen", "keras-mp", 
                # with `ssd_keras.backbones.FusedBatchNorm` ("-fbn"); without either, the default
                # of `backbones.FUSED_BN` (env SSD_KERAS_FUSED_BN).
                "keras-kbn", "keras-xla-kbn", "keras-onednn-kbn", "keras-eigen-kbn",
-               "keras-fbn", "keras-xla-fbn", "keras-onednn-fbn", "keras-eigen-fbn")
+               "keras-fbn", "keras-xla-fbn", "keras-onednn-fbn", "keras-eigen-fbn",
+               # TensorFlow's inter-op pool at one thread (TF_NUM_INTEROP_THREADS=1): the
+               # backward convolutions of a layer no longer run side by side on 2 cores
+               "keras-onednn-fbn-inter1", "keras-eigen-fbn-inter1")
 TORCH_CASES = ("torch-eager", "torch-channels-last", "torch-compile", "torch-mp")
 ALL_CASES = KERAS_CASES + TORCH_CASES
 
@@ -330,8 +333,8 @@ class ChildRunner:
 
     Used for every case unless `--same-process` (so no framework's thread pools share a process
     with another's: in one process, each framework's rate depended on which case ran just before
-    it, bench/README.md), and always for the `keras-onednn` / `keras-eigen` cases
-    (`TF_ENABLE_ONEDNN_OPTS` is read once, when TensorFlow starts).
+    it, bench/README.md), and always for the `keras-onednn` / `keras-eigen` / `-inter1` cases
+    (`TF_ENABLE_ONEDNN_OPTS` and `TF_NUM_INTEROP_THREADS` are read once, when TensorFlow starts).
     """
 
     def __init__(self, case, batch_size):
@@ -341,6 +344,8 @@ class ChildRunner:
         env = dict(os.environ)
         if "onednn" in tokens or "eigen" in tokens:
             env["TF_ENABLE_ONEDNN_OPTS"] = "1" if "onednn" in tokens else "0"
+        if "inter1" in tokens:
+            env["TF_NUM_INTEROP_THREADS"] = "1"
         self.proc = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--worker", case, "--batch-size", str(batch_size)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
@@ -400,7 +405,8 @@ def default_cases(mixed_precision=False, quick=True):
     """All cases but the mixed-precision ones (unless asked), the oneDNN setting already in use,
     and, when `quick`, `torch-compile` (inductor compiles C++ for minutes on 2 cores)."""
     skip = {"keras-onednn" if onednn_enabled() else "keras-eigen"}
-    skip |= {c for c in KERAS_CASES if c.endswith("-fbn") or c.endswith("-kbn")}  # the BN lever: ask with --only
+    # the BN and inter-op levers: ask with --only
+    skip |= {c for c in KERAS_CASES if c.endswith(("-fbn", "-kbn", "-inter1"))}
     if quick:
         skip.add("torch-compile")
     if _device_kind() == "gpu":
@@ -413,7 +419,7 @@ def _make_runner(case, batch_size, isolate=False, child=False):
     switch cases, for every case with `isolate`); `child`: we are that child."""
     tokens = case.split("-")
     fused_bn = True if "fbn" in tokens else (False if "kbn" in tokens else None)
-    if not child and (isolate or "onednn" in tokens or "eigen" in tokens):
+    if not child and (isolate or "onednn" in tokens or "eigen" in tokens or "inter1" in tokens):
         return ChildRunner(case, batch_size)
     if case.startswith("keras"):
         return KerasRunner(batch_size, jit_compile="xla" in tokens, mixed_precision=case.endswith("mp"),

@@ -164,14 +164,16 @@ class SSDLoss(keras.losses.Loss):
         # (t=1): the same value as the lesson's, stable, and two cheap ops fwd and bwd.
         # (A hand-written gradient sharing one exp between softplus and sigmoid was tried for
         # issue 13: more element-wise ops, so slower op by op without XLA; see bench/README.md.)
-        targets = tf.one_hot(match["classes"], c, dtype=tf.float32)
-        z = logits * (1.0 - 2.0 * targets)
+        # The sign and the focal weight come straight from one_hot's on/off values: one
+        # pass over [B, A, C] each instead of a one-hot target and two or three more.
+        sign = tf.one_hot(match["classes"], c, on_value=-1.0, off_value=1.0)
+        z = logits * sign
         bce = tf.nn.softplus(z)
         if self.focal is not None:
             alpha, gamma = self.focal
             # The lesson's weight: alpha t + (1 - alpha)(1 - t), times (1 - pt)^gamma where
             # 1 - pt = 1 - sigmoid(x) (t=0) or sigmoid(x) (t=1) = sigmoid(z).
-            w = (1.0 - alpha) + (2.0 * alpha - 1.0) * targets
+            w = tf.one_hot(match["classes"], c, on_value=alpha, off_value=1.0 - alpha)
             if gamma != 0:  # pow(0, 0) has a NaN gradient where sigmoid(z) underflows
                 w = w * tf.pow(tf.sigmoid(z), gamma)
             bce = bce * w

@@ -12,6 +12,11 @@ under `tf.function` and `jit_compile=True`:
 `tf.argmax` does not promise which index it returns on ties, and a scatter with duplicate
 indices has no defined order, so both rules are written out: "first index of the max" and
 "max over object index, per forced anchor" (`unsorted_segment_max`, order-independent).
+
+Two forms of the rule, same results (tested against each other): under XLA, which needs static
+shapes, `_map` works on the padded `[B, M, A]` IoUs; elsewhere `_map_objects` works on the
+`[N, A]` IoUs of the batch's N real objects only, which is several times less work where
+padding dominates (VOC pads to 42 rows for ~2.5 objects per image).
 """
 
 from __future__ import annotations
@@ -100,16 +105,37 @@ def map_to_ground_truth(overlaps):
     return gt_overlap[0], gt_idx[0]
 
 
-def _rows_in_use(valid):
-    """How many leading rows of a padded batch to keep: up to its last real object in any
-    image (at least 1), from the `[B, M]` validity mask.
+def _map_objects(overlaps, image, num_images):
+    """The rule of `_map` on the real objects only, without padding rows.
 
-    Data sets pad to their largest object count (42 for VOC 2007) while a batch has ~2.5
-    objects per image, and the matching's cost is proportional to the rows. Dropping only
-    trailing rows keeps every row's index, so `gt_idx` still points into the caller's `y_true`.
+    Args:
+        overlaps: `[N, A]` IoUs of the batch's N objects, listed image by image and, within an
+            image, in row order (as `tf.where` lists a `[B, M]` mask).
+        image: `[N]` int32 image index of each object.
+        num_images: B.
+    Returns:
+        `(gt_overlap [B, A], obj [B, A] int32)`: `obj` indexes the N objects; anchors of images
+        without objects get overlap 0 and `obj = N` (one past the end, for a default row).
+
+    A batch pads every image to its largest object count (VOC 2007: 42 rows for ~2.5 objects
+    per image), and the padded rule pays for every row in every image; here the IoU and all
+    work over it are `[N, A]`. Per image, the lesson's ties hold as in `_map`: the first
+    object (smallest N index) takes a contested anchor, the last one a shared best anchor;
+    segment min / max have no order to depend on. Dynamic shapes: not for XLA.
     """
-    used = tf.reduce_any(valid, axis=0)  # [M]: a real object in some image
-    return tf.reduce_max(tf.where(used, tf.range(1, tf.shape(valid)[1] + 1), 1))
+    n, a = tf.shape(overlaps)[0], tf.shape(overlaps)[1]
+    _, prior_idx = _first_argmax(overlaps, axis=1)  # [N]: each object's best anchor
+    # Each anchor's best object in its image (empty images: the lowest float, then 0 below).
+    gt_overlap = tf.math.unsorted_segment_max(overlaps, image, num_images)  # [B, A]
+    objects = tf.range(n)
+    is_max = tf.equal(overlaps, tf.gather(gt_overlap, image))
+    gt_obj = tf.math.unsorted_segment_min(tf.where(is_max, objects[:, None], n), image, num_images)
+    forced_obj = tf.math.unsorted_segment_max(objects, image * a + prior_idx, num_images * a)
+    forced_obj = tf.reshape(forced_obj, [num_images, a])  # empty segments hold INT32_MIN
+    forced = forced_obj >= 0
+    gt_obj = tf.where(forced, forced_obj, tf.minimum(gt_obj, n))  # INT32_MAX (no objects) -> N
+    gt_overlap = tf.where(forced, tf.constant(FORCED_OVERLAP, overlaps.dtype), tf.maximum(gt_overlap, 0.0))
+    return gt_overlap, gt_obj
 
 
 def match_anchors(y_true, anchors, num_classes, pos_threshold=0.4):
@@ -128,6 +154,7 @@ def match_anchors(y_true, anchors, num_classes, pos_threshold=0.4):
         positive, `positive` `[B, A]` bool, `gt_overlap` `[B, A]` float32,
         `gt_idx` `[B, A]` int32 row of `y_true` each anchor is matched to.
     No input checks here (`SSDLoss` validates); padding rows may hold anything.
+    Outside XLA only the real rows are matched (`_map_objects`); under XLA the padded batch.
     """
     anchors = AnchorConfig.coerce(anchors)
     y_true = tf.convert_to_tensor(y_true, tf.float32)
@@ -138,8 +165,7 @@ def match_anchors(y_true, anchors, num_classes, pos_threshold=0.4):
     gt_cls = tf.cast(y_true[..., 4], tf.int32)
     valid = gt_cls >= 0
     if in_xla_context() is False:  # XLA needs static shapes
-        rows = _rows_in_use(valid)
-        y_true, gt_cls, valid = y_true[:, :rows], gt_cls[:, :rows], valid[:, :rows]
+        return _match_objects(y_true, gt_cls, valid, anchors, num_classes, pos_threshold)
     # Zero the padding rows so whatever they hold cannot leak NaN into the loss.
     gt_boxes = tf.where(valid[..., None], y_true[..., :4], 0.0)
     overlaps = jaccard(gt_boxes, anchors.corners)  # [B, M, A]
@@ -153,4 +179,24 @@ def match_anchors(y_true, anchors, num_classes, pos_threshold=0.4):
         "positive": positive,
         "gt_overlap": gt_overlap,
         "gt_idx": gt_idx,
+    }
+
+
+def _match_objects(y_true, gt_cls, valid, anchors, num_classes, pos_threshold):
+    """`match_anchors` outside XLA: the real objects gathered into one list (`_map_objects`)."""
+    where = tf.where(valid)  # [N, 2] (image, row), image by image, rows in order
+    image, row = tf.unstack(tf.cast(where, tf.int32), axis=1)
+    boxes = tf.gather_nd(y_true[..., :4], where)  # [N, 4]
+    gt_overlap, gt_obj = _map_objects(jaccard(boxes, anchors.corners), image, tf.shape(y_true)[0])
+    positive = gt_overlap > pos_threshold
+    # Object N, for anchors of images without objects: a zero box, row 0, background.
+    boxes = tf.concat([boxes, tf.zeros([1, 4])], axis=0)
+    classes = tf.concat([tf.gather_nd(gt_cls, where), [num_classes]], axis=0)
+    rows = tf.concat([row, [0]], axis=0)
+    return {
+        "boxes": tf.gather(boxes, gt_obj),
+        "classes": tf.where(positive, tf.gather(classes, gt_obj), num_classes),
+        "positive": positive,
+        "gt_overlap": gt_overlap,
+        "gt_idx": tf.gather(rows, gt_obj),
     }

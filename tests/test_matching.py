@@ -199,20 +199,34 @@ def per_image_reference(y_true, anchors, num_classes, thresh):
     return out
 
 
-def test_rows_in_use():
-    from ssd_keras.matching import _rows_in_use
+@pytest.mark.parametrize("mode", ["eager", "function"])
+def test_ties_on_the_object_list(mode):
+    # The tie cases as the images of one batch, with an image without objects between them,
+    # through the object-list form of the rule (`match_anchors` outside XLA): per image, the
+    # same winners as the padded form, and `obj` indexes the batch's object list.
+    from ssd_keras.matching import _map_objects
 
-    valid = np.array([[True, False, False, False, False], [False, False, True, False, False]])
-    assert int(_rows_in_use(tf.constant(valid))) == 3  # up to the last real row of any image
-    assert int(_rows_in_use(tf.constant(valid[:, ::-1].copy()))) == 5  # a real last row: keep all
-    assert int(_rows_in_use(tf.zeros([2, 7], tf.bool))) == 1  # no objects: one row remains
+    # Each case padded to 3 anchors with overlap 0, which changes none of its winners.
+    cases = [np.pad(np.array(ov, np.float32), [(0, 0), (0, 3 - len(ov[0]))]) for ov, _, _ in TIES.values()]
+    cases.insert(2, np.zeros((0, 3), np.float32))
+    overlaps = np.concatenate(cases)
+    image = np.concatenate([np.full(len(ov), b, np.int32) for b, ov in enumerate(cases)])
+    fn = _map_objects if mode == "eager" else tf.function(_map_objects)
+    gt_overlap, obj = (t.numpy() for t in fn(tf.constant(overlaps), tf.constant(image), len(cases)))
+    first = np.cumsum([0] + [len(ov) for ov in cases])
+    wants = [(want_overlap, want_idx) for _, want_overlap, want_idx in TIES.values()]
+    wants.insert(2, ([0.0] * 3, [len(overlaps) - first[2]] * 3))  # no objects: overlap 0, obj N
+    for b, (want_overlap, want_idx) in enumerate(wants):
+        n = len(want_idx)
+        np.testing.assert_allclose(gt_overlap[b, :n], want_overlap, rtol=1e-7, err_msg=f"image {b}")
+        np.testing.assert_array_equal(obj[b, :n] - first[b], want_idx, err_msg=f"image {b}")
 
 
 @pytest.mark.parametrize("mode", ["eager", "function"])
 def test_trailing_padding_rows_change_nothing(mode):
-    # Outside XLA the matcher drops the rows that are padding in every image (VOC pads to 42
-    # objects, batches hold ~2.5 per image); XLA keeps them all (static shapes), so it is the
-    # untrimmed reference. `gt_idx` must still index the caller's rows.
+    # Outside XLA the matcher works on the real rows only (VOC pads to 42 objects, batches
+    # hold ~2.5 per image); XLA matches the padded batch (static shapes), so it is the
+    # reference. `gt_idx` must still index the caller's rows, padding anywhere.
     anchors = AnchorConfig()
     y_true = random_y_true(np.random.default_rng(8), [2, 0, 5, 1], 20, max_boxes=6, shuffle_padding=True)
     assert (y_true[:, -1, 4] >= 0).any()  # the last real row is the last of the six
