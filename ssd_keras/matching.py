@@ -33,10 +33,10 @@ FORCED_OVERLAP = 1.99
 def in_xla_context():
     """True while tracing for XLA (`jit_compile=True`), False when not, None when unknown.
 
-    XLA needs static shapes, so `match_anchors` trims padding rows only on False; and XLA
+    XLA needs static shapes, so `match_anchors` matches the object list only on False; and XLA
     drops Assert ops, so `SSDLoss` skips its checks only on True (saving their cost and TF's
     "Ignoring Assert operator" warnings). Uses a private TF helper; should it move, None
-    keeps both on their safe side: no trim, checks built.
+    keeps both on their safe side: the padded form, checks built.
     """
     try:
         from tensorflow.python.framework import ops
