@@ -19,6 +19,8 @@ timings compare the same computation.
     python bench/loss.py                 # quick: BCE, a few seconds
     python bench/loss.py --full          # BCE and focal, more repeats
     python bench/loss.py --json out/loss.json
+    python bench/loss.py --profile       # the pieces (matching, each term) and the floor, timed
+    taskset -c 0 python bench/loss.py --trace /tmp/loss-trace   # time per TF op (tf.profiler)
 
 `run(quick=True) -> list[dict]` gives the rows to `bench/run.py`.
 """
@@ -236,9 +238,10 @@ def _time_interleaved(fns, warmup, rounds):
 
 
 def profile(rounds=30, seed=0):
-    """Where the loss's time goes: its pieces under `tf.function`, timed interleaved (ms, median
-    and best), next to the element-wise floor (softplus / sigmoid fwd+bwd over the same
-    64 × 189 × 25 `y_pred`) and the lesson loop. Returns {piece: (median ms, best ms)}."""
+    """Where the loss's time goes: its pieces under `tf.function` (the matching, each term given
+    the matching), timed interleaved (ms, median and best), next to the floors over the same
+    64 × 189 × 25 `y_pred` (a call with one pass each way, softplus fwd+bwd, exp) and the
+    lesson loop. Returns {piece: (median ms, best ms)}."""
     import tensorflow as tf
     import torch
 
@@ -298,6 +301,41 @@ def profile(rounds=30, seed=0):
     return {k: (v["ms_median"], v["ms_best"]) for k, v in t.items()}
 
 
+def trace(logdir, calls=50, seed=0, focal=False, top=25):
+    """Op-level profile of `SSDLoss` fwd+bwd under `tf.function` (batch 64, checks on): `calls`
+    calls traced with `tf.profiler` into `logdir`. Returns `(per op type, per op)`, each
+    `[(key, ms per call, share)]`, from `train_step.trace_op_times`."""
+    import tensorflow as tf
+
+    from ssd_keras import AnchorConfig, SSDLoss
+    from train_step import trace_op_times
+
+    anchors = AnchorConfig()
+    y_true, y_pred, _ = voc_like_batch(seed, num_anchors=anchors.num_anchors)
+    yt, yp = tf.constant(y_true), tf.constant(y_pred)
+    loss = SSDLoss(anchors, NUM_CLASSES, focal=(0.25, 1.0) if focal else None)
+
+    @tf.function
+    def step(yt, yp):
+        with tf.GradientTape() as tape:
+            tape.watch(yp)
+            value = loss(yt, yp)
+        return tape.gradient(value, yp)
+
+    for _ in range(5):
+        step(yt, yp).numpy()
+
+    def run():
+        for _ in range(calls):
+            step(yt, yp).numpy()
+
+    out = []
+    for by in ("type", "name"):
+        rows = trace_op_times(run, os.path.join(logdir, by), top=top, by=by)
+        out.append([(key, ms / calls, share) for key, ms, share in rows])
+    return tuple(out)
+
+
 def markdown(rows):
     """The rows as a Markdown table."""
     lines = [
@@ -338,7 +376,18 @@ def main(argv=None):
     p.add_argument("--json", help="write the rows to this file")
     p.add_argument("--profile", action="store_true",
                    help="instead: time the loss's pieces and the element-wise floor, interleaved")
+    p.add_argument("--trace", metavar="DIR",
+                   help="instead: tf.profiler trace of 50 calls into DIR; time per op type and per op")
     args = p.parse_args(argv)
+    if args.trace:
+        by_type, by_name = trace(args.trace, seed=args.seed, focal=args.focal)
+        for title, rows in (("op type", by_type), ("op", by_name)):
+            print(f"| {title} (SSDLoss fwd+bwd, {'focal' if args.focal else 'BCE'}) | ms per call | share |")
+            print("|---|---:|---:|")
+            for key, ms, share in rows:
+                print(f"| `{key[-90:]}` | {ms:.3f} | {100 * share:.1f} % |")
+            print()
+        return by_type, by_name
     if args.profile:
         load = os.getloadavg()[0]
         res = profile()

@@ -216,6 +216,16 @@ def profile_keras(runner, logdir, steps=1, top=15):
     compute threads (the op kernels, not the Python side). The trace stays in `logdir` for
     TensorBoard's profile plugin. Used to find out where a training step's time goes.
     """
+    return trace_op_times(lambda: runner.time(steps), logdir, top=top)
+
+
+def trace_op_times(fn, logdir, top=15, by="type"):
+    """Run `fn()` under `tf.profiler` and sum the op kernels' time per op type (`by="type"`)
+    or per op (`by="name"`, e.g. `.../jaccard/Minimum:Minimum`): `[(key, ms, share)]`.
+
+    Ops that run side by side on the inter-op pool each count their own wall time, so on a
+    busy 2-core machine the sum can exceed the elapsed time and shares read as upper bounds.
+    """
     import collections
     import glob
 
@@ -228,7 +238,7 @@ def profile_keras(runner, logdir, steps=1, top=15):
 
     tf.profiler.experimental.start(logdir)
     try:
-        runner.time(steps)
+        fn()
     finally:
         tf.profiler.experimental.stop()
     path = sorted(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True), key=os.path.getmtime)[-1]
@@ -247,7 +257,7 @@ def profile_keras(runner, logdir, steps=1, top=15):
                 op = name.rsplit(":", 1)[-1]
                 if op in ("Process", "ParallelFor"):
                     continue
-                per_op[op] += ev.duration_ps / 1e9
+                per_op[op if by == "type" else name] += ev.duration_ps / 1e9
     total = sum(per_op.values()) or 1.0
     return [(op, ms, ms / total) for op, ms in per_op.most_common(top)]
 

@@ -1,7 +1,7 @@
 """Matching anchors to ground-truth objects: the lesson's `map_to_ground_truth`, batched.
 
 The lesson matches one image at a time in a Python loop. Here the same rule runs on the
-whole padded batch in a handful of TF ops (no loop over images or objects), so it works
+whole batch at once in a handful of TF ops (no loop over images or objects), so it works
 under `tf.function` and `jit_compile=True`:
 
 1. each anchor takes the object it overlaps most (`overlaps.max(0)`; ties → first object);
@@ -121,7 +121,9 @@ def _map_objects(overlaps, image, num_images):
     per image), and the padded rule pays for every row in every image; here the IoU and all
     work over it are `[N, A]`. Per image, the lesson's ties hold as in `_map`: the first
     object (smallest N index) takes a contested anchor, the last one a shared best anchor;
-    segment min / max have no order to depend on. Dynamic shapes: not for XLA.
+    segment min / max have no order to depend on. Dynamic shapes: not for XLA. On a GPU
+    without XLA, `tf.where` (in `_match_objects`) waits for the mask on the host once per
+    step; that path is untested on a GPU (none here).
     """
     n, a = tf.shape(overlaps)[0], tf.shape(overlaps)[1]
     _, prior_idx = _first_argmax(overlaps, axis=1)  # [N]: each object's best anchor
@@ -130,7 +132,10 @@ def _map_objects(overlaps, image, num_images):
     objects = tf.range(n)
     is_max = tf.equal(overlaps, tf.gather(gt_overlap, image))
     gt_obj = tf.math.unsorted_segment_min(tf.where(is_max, objects[:, None], n), image, num_images)
-    forced_obj = tf.math.unsorted_segment_max(objects, image * a + prior_idx, num_images * a)
+    # An object whose IoUs are all NaN (unchecked input) has no best anchor (prior_idx = A):
+    # it goes to an extra segment that is dropped, as padding does in `_map`.
+    segment = tf.where(prior_idx < a, image * a + prior_idx, num_images * a)
+    forced_obj = tf.math.unsorted_segment_max(objects, segment, num_images * a + 1)[:-1]
     forced_obj = tf.reshape(forced_obj, [num_images, a])  # empty segments hold INT32_MIN
     forced = forced_obj >= 0
     gt_obj = tf.where(forced, forced_obj, tf.minimum(gt_obj, n))  # INT32_MAX (no objects) -> N
@@ -159,7 +164,8 @@ def match_anchors(y_true, anchors, num_classes, pos_threshold=0.4):
     anchors = AnchorConfig.coerce(anchors)
     y_true = tf.convert_to_tensor(y_true, tf.float32)
     if y_true.shape[1] is None or y_true.shape[1] == 0:
-        # No rows at all (max_boxes = 0): add one padding row so the gathers have a source.
+        # No rows at all (max_boxes = 0): add one padding row so the padded form's gathers
+        # have a source (and M is known to be >= 1).
         extra = tf.maximum(1 - tf.shape(y_true)[1], 0)
         y_true = tf.pad(y_true, [[0, 0], [0, extra], [0, 0]], constant_values=-1.0)
     gt_cls = tf.cast(y_true[..., 4], tf.int32)

@@ -222,8 +222,49 @@ def test_ties_on_the_object_list(mode):
         np.testing.assert_array_equal(obj[b, :n] - first[b], want_idx, err_msg=f"image {b}")
 
 
+def test_in_xla_context_picks_the_form(monkeypatch):
+    # The object-list form runs outside XLA and the padded one under it; were the private TF
+    # helper to stop answering, both would silently be the padded form.
+    from ssd_keras import matching
+
+    calls = []
+    real = matching._match_objects
+    monkeypatch.setattr(matching, "_match_objects", lambda *args: calls.append(1) or real(*args))
+    seen = []
+
+    def fn(y):
+        seen.append(matching.in_xla_context())
+        return match_anchors(y, AnchorConfig(), 20)["classes"]
+
+    y_true = tf.constant(random_y_true(np.random.default_rng(3), [2, 1], 20))
+    fn(y_true)
+    tf.function(fn)(y_true)
+    assert seen == [False, False] and len(calls) == 2
+    tf.function(fn, jit_compile=True)(y_true)
+    assert seen[-1] is True and len(calls) == 2
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_object_list_equals_padded_form_with_ties(seed):
+    # IoUs drawn from four values, so that ties over objects and over anchors are everywhere;
+    # real rows anywhere, and an image without objects.
+    from ssd_keras.matching import _map, _map_objects
+
+    rng = np.random.default_rng(seed)
+    b, m, a = 6, 5, 7
+    overlaps = rng.choice([0.0, 0.25, 0.5, 0.75], size=(b, m, a)).astype(np.float32)
+    valid = rng.random((b, m)) < 0.5
+    valid[1] = False
+    want_overlap, want_idx = (t.numpy() for t in _map(tf.constant(overlaps), tf.constant(valid)))
+    where = np.argwhere(valid)  # row-major, as tf.where
+    got_overlap, obj = (t.numpy() for t in _map_objects(
+        tf.constant(overlaps[valid]), tf.constant(where[:, 0].astype(np.int32)), b))
+    np.testing.assert_array_equal(got_overlap, want_overlap)
+    np.testing.assert_array_equal(np.append(where[:, 1], 0)[obj], want_idx)
+
+
 @pytest.mark.parametrize("mode", ["eager", "function"])
-def test_trailing_padding_rows_change_nothing(mode):
+def test_object_list_equals_padded_batch(mode):
     # Outside XLA the matcher works on the real rows only (VOC pads to 42 objects, batches
     # hold ~2.5 per image); XLA matches the padded batch (static shapes), so it is the
     # reference. `gt_idx` must still index the caller's rows, padding anywhere.
@@ -231,15 +272,38 @@ def test_trailing_padding_rows_change_nothing(mode):
     y_true = random_y_true(np.random.default_rng(8), [2, 0, 5, 1], 20, max_boxes=6, shuffle_padding=True)
     assert (y_true[:, -1, 4] >= 0).any()  # the last real row is the last of the six
     junk = np.tile(np.array([[[9.0, 9.0, -9.0, -9.0, -1.0]]], np.float32), (4, 36, 1))
-    padded = tf.constant(np.concatenate([y_true, junk], axis=1))
     fn = lambda y: match_anchors(y, anchors, 20, 0.4)  # noqa: E731
-    untrimmed = tf.function(fn, jit_compile=True)(padded)
+    xla = tf.function(fn, jit_compile=True)
     if mode == "function":
         fn = tf.function(fn)
-    for key, value in fn(padded).items():
-        np.testing.assert_array_equal(value.numpy(), untrimmed[key].numpy(), err_msg=key)
     all_padding = np.full((4, 42, 5), -1.0, np.float32)
-    assert not fn(tf.constant(all_padding))["positive"].numpy().any()
+    all_padding[:, :, :4] = np.nan  # never read
+    for y in (np.concatenate([y_true, junk], axis=1), all_padding):
+        padded = xla(tf.constant(y))
+        for key, value in fn(tf.constant(y)).items():
+            np.testing.assert_array_equal(value.numpy(), padded[key].numpy(), err_msg=key)
+    got = fn(tf.constant(all_padding))  # no objects at all: background, zero boxes, row 0
+    assert not got["positive"].numpy().any() and (got["classes"].numpy() == 20).all()
+    assert (got["boxes"].numpy() == 0).all() and (got["gt_idx"].numpy() == 0).all()
+    assert (got["gt_overlap"].numpy() == 0).all()
+
+
+@pytest.mark.parametrize("mode", ["eager", "function"])
+def test_object_with_nan_overlaps_does_not_crash(mode):
+    # match_anchors does not validate (SSDLoss does). An object whose IoUs are all NaN has no
+    # best anchor; it must not make TF raise (its segment would be past the last one) nor
+    # change another image's matching.
+    from ssd_keras.matching import _map_objects
+
+    overlaps = np.array([[0.5, 0.1, 0.0], [0.0, 0.2, 0.7], [0.1, 0.6, 0.0]], np.float32)
+    image = np.array([0, 0, 1], np.int32)
+    fn = _map_objects if mode == "eager" else tf.function(_map_objects)
+    clean = [t.numpy() for t in fn(tf.constant(overlaps), tf.constant(image), 2)]
+    overlaps[2] = np.nan  # the last object of the last image
+    got = [t.numpy() for t in fn(tf.constant(overlaps), tf.constant(image), 2)]
+    for want, value in zip(clean, got):
+        np.testing.assert_array_equal(value[0], want[0])
+    assert not (got[0][1] > 0.4).any()  # the NaN object makes no positive anchor
 
 
 @pytest.mark.parametrize("mode", ["eager", "function", "xla"])
@@ -260,7 +324,7 @@ def test_batched_equals_per_image(mode):
             assert not got["positive"][b].any()
             assert (got["classes"][b] == num_classes).all()
             assert (got["gt_overlap"][b] == 0).all()
-            assert np.isfinite(got["boxes"][b]).all()
+            assert (got["boxes"][b] == 0).all() and (got["gt_idx"][b] == 0).all()
             continue
         np.testing.assert_allclose(got["gt_overlap"][b], ref["gt_overlap"], rtol=1e-6)
         for key in ("gt_idx", "positive", "classes", "boxes"):
