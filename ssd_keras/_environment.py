@@ -9,8 +9,7 @@ never changes the environment:
 * `TF_ENABLE_ONEDNN_OPTS=1` turns on TensorFlow's oneDNN CPU kernels, which TensorFlow enables
   by itself only on CPUs with AVX-512 VNNI and the like; on AVX2-only CPUs they made the lesson's
   training step 1.3-1.4x faster on 2026-11-29 and 1.19x on 2026-12-02 (bench/README.md).
-  `--no-onednn`, or setting the variable
-  yourself, keeps TensorFlow's choice.
+  `--no-onednn`, or setting the variable yourself, keeps TensorFlow's choice.
 
 `freeze_imported_objects` (called by the command line's process entry points once TensorFlow
 and Keras are imported, never by library code) moves every object alive at that point out of
