@@ -140,14 +140,6 @@ def run(quick=True, focal=None, seed=0, use_gpu=False, torch_threads=1, tf_threa
         loss = SSDLoss(anchors, NUM_CLASSES, focal=focal_arg)
         yt, yp = tf.constant(y_true), tf.constant(y_pred)
 
-        def make_step(loss):
-            def step(yt, yp):
-                with tf.GradientTape() as tape:
-                    tape.watch(yp)
-                    value = loss(yt, yp)
-                return value, tape.gradient(value, yp)
-            return step
-
         step = make_step(loss)
         variants = [
             ("SSDLoss eager", step),
@@ -179,6 +171,18 @@ def run(quick=True, focal=None, seed=0, use_gpu=False, torch_threads=1, tf_threa
                              rel_diff=abs(values[name] - ref_value) / abs(ref_value), repeats=reps_tf))
         common["load_average_end"] = os.getloadavg()[0]
     return rows
+
+
+def make_step(loss):
+    """`step(y_true, y_pred) -> (loss value, its gradient w.r.t. y_pred)`, as `fit` needs them."""
+    import tensorflow as tf
+
+    def step(yt, yp):
+        with tf.GradientTape() as tape:
+            tape.watch(yp)
+            value = loss(yt, yp)
+        return value, tape.gradient(value, yp)
+    return step
 
 
 #: Earlier states of the loss, timed beside the current one: (label, commit).
@@ -315,19 +319,13 @@ def trace(logdir, calls=50, seed=0, focal=False, top=25):
     yt, yp = tf.constant(y_true), tf.constant(y_pred)
     loss = SSDLoss(anchors, NUM_CLASSES, focal=(0.25, 1.0) if focal else None)
 
-    @tf.function
-    def step(yt, yp):
-        with tf.GradientTape() as tape:
-            tape.watch(yp)
-            value = loss(yt, yp)
-        return tape.gradient(value, yp)
-
+    step = tf.function(make_step(loss))
     for _ in range(5):
-        step(yt, yp).numpy()
+        step(yt, yp)[1].numpy()
 
     def run():
         for _ in range(calls):
-            step(yt, yp).numpy()
+            step(yt, yp)[1].numpy()
 
     out = []
     for by in ("type", "name"):
