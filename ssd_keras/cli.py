@@ -408,6 +408,29 @@ def _cli_words(error):
     return str(error).replace("pass on_error='skip'", "pass --on-error skip")
 
 
+def _check_grids_reachable(backbone, image_size, grids):
+    """Fail on `--grids` before the data is read (VOC takes a while), not after.
+
+    The body's map size is read off a body built without weights, before the seed is set and
+    with the session cleared after, so the detector built later is the same as without it.
+    """
+    import keras
+
+    from ssd_keras.backbones import get_backbone
+    from ssd_keras.layers import GridsUnreachableError, plan_head
+
+    try:
+        body = get_backbone(backbone, weights=None, input_shape=(image_size, image_size, 3))
+        plan_head(body.outputs[0].shape[1], grids, image_size=image_size,
+                  where=f"build_ssd(backbone={backbone!r})")
+    except GridsUnreachableError as e:
+        raise UsageError("--grids", str(e)) from None
+    except ValueError as e:
+        raise UsageError("--image-size", str(e)) from None
+    finally:
+        keras.backend.clear_session()
+
+
 def cmd_train(args):
     """Train on `--data` with the lesson's recipe; write the model, checkpoints and logs to `--out`."""
     import keras
@@ -426,6 +449,7 @@ def cmd_train(args):
     if (out / "stage1").exists() and not args.resume:
         raise UsageError("--out", f"{out} holds an earlier run; pass --resume to continue it, "
                                   f"or choose another --out")
+    _check_grids_reachable(args.backbone, args.image_size, args.grids)
     keras.utils.set_random_seed(args.seed)
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")

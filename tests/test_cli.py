@@ -91,6 +91,9 @@ def test_user_error_through_python_dash_m_is_a_message_not_a_traceback(tmp_path)
                                          "8x8 feature map (image_size=64) cannot reach anchors.grids=(3, 2, 1)"),
     (["train", "--backbone", "tiny8", "--image-size", "64", "--weights", "none", "--train-images", "8",
       "--grids", "8", "4", "3"], "argument --grids: build_ssd(backbone='tiny8'): the backbone's 8x8"),
+    # Checked before the data is read: the missing file is never reached.
+    (["train", "--data", "csv:/no/such.csv", "--backbone", "tiny8", "--image-size", "64", "--grids", "3", "1"],
+     "argument --grids: build_ssd(backbone='tiny8'): the backbone's 8x8 feature map (image_size=64)"),
     (["train", "--head-filters", "0"], "argument --head-filters: expected a positive integer, got '0'"),
     (["train", "--data", "imagenet"], "argument --data: unknown data source 'imagenet'"),
     (["train", "--data", "voc"], "argument --data: unknown data source 'voc'"),
