@@ -241,10 +241,17 @@ GOOD = np.array([[[0.1, 0.1, 0.5, 0.5, 1], [0, 0, 0, 0, -1]]], np.float32)
         ([0.1, 0.1, 1.5, 0.5, 1], r"outside \[0, 1\] \(relative yxyx"),
         ([10, 20, 100, 200, 1], r"outside \[0, 1\] \(relative yxyx"),
         ([np.nan, 0.1, 0.5, 0.5, 1], r"NaN or infinite"),
+        ([0.1, 0.1, np.inf, 0.5, 1], r"NaN or infinite"),
+        ([-np.inf, 0.1, 0.5, 0.5, 1], r"NaN or infinite"),
+        ([0.1, 0.1, 0.5, np.nan, 1], r"NaN or infinite"),
+        ([-0.1, 0.1, 0.5, 0.5, 1], r"outside \[0, 1\] \(relative yxyx"),
+        ([0.1, 0.1, 0.5, 1.01, 1], r"outside \[0, 1\] \(relative yxyx"),
+        ([0.2, 0.1, 0.2, 0.5, 1], r"ymax <= ymin or xmax <= xmin"),
         ([0.1, 0.1, 0.5, 0.5, 3], r"class ids must be integers in \[0, 3\) or -1"),
         ([0.1, 0.1, 0.5, 0.5, 1.5], r"class ids must be integers"),
         ([0.1, 0.1, 0.5, 0.5, -2], r"class ids must be integers"),
         ([0.1, 0.1, 0.5, 0.5, np.nan], r"class ids must be integers"),
+        ([0.1, 0.1, 0.5, 0.5, np.inf], r"class ids must be integers"),
     ],
 )
 def test_bad_y_true(row, match):
