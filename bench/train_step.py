@@ -30,6 +30,16 @@ by the best measured fp32 matmul (`bench/peak.py`).
     python bench/train_step.py --only keras-xla,torch-eager --batch-size 8 --steps 2
     python bench/train_step.py --same-process --only keras-fbn,torch-eager  # all cases in this process
     python bench/train_step.py --profile /tmp/prof --only keras   # time per TF op type
+    python bench/train_step.py --freeze head --only keras-onednn-fbn,torch-eager  # the lesson's stage 1
+
+By default every layer trains. The lesson never trains that way: its stage 1 trains the head
+with the body frozen (`--freeze head`, fastai's `freeze_to(-1)`), its stage 2 the upper body
+and the head (`--freeze upper`, `freeze_to(-2)`: ResNet34's layer3, layer4 and the head). Both
+sides freeze the same layer groups (`ssd_keras.optimizers.freeze_to`; in PyTorch,
+`requires_grad_(False)`), and both run frozen BatchNorm layers in inference mode (Keras does
+for `trainable=False`, fastai 0.7's `set_train_mode` does for frozen layers). Frozen layers
+need no gradients, so the step's FLOPs are not 3× forward: GFLOP/s and the fraction of peak are
+left out there.
 """
 
 from __future__ import annotations
@@ -61,6 +71,8 @@ KERAS_CASES = ("keras", "keras-xla", "keras-onednn", "keras-eigen", "keras-mp", 
                # backward convolutions of a layer no longer run side by side on 2 cores
                "keras-onednn-fbn-inter1", "keras-eigen-fbn-inter1")
 TORCH_CASES = ("torch-eager", "torch-channels-last", "torch-compile", "torch-mp")
+#: `--freeze` → fastai's `freeze_to(n)` over the layer groups [early body, late body, head].
+FREEZE = {"none": None, "head": -1, "upper": -2}
 ALL_CASES = KERAS_CASES + TORCH_CASES
 
 
@@ -142,7 +154,8 @@ def _all_layers(model):
 class KerasRunner:
     """`build_ssd` + `SSDLoss` compiled once; `time(steps)` runs `model.fit` for that many steps."""
 
-    def __init__(self, batch_size, jit_compile=False, mixed_precision=False, seed=0, fused_bn=None):
+    def __init__(self, batch_size, jit_compile=False, mixed_precision=False, seed=0, fused_bn=None,
+                 freeze=None):
         import keras
         import tensorflow as tf
 
@@ -168,6 +181,11 @@ class KerasRunner:
             # The policy is read when layers are built; restore it so nothing else is affected.
             keras.mixed_precision.set_global_policy(old_policy)
         self.policy = mixed_policy_name() if mixed_precision else old_policy.name
+        if freeze is not None:
+            from ssd_keras.optimizers import freeze_to
+
+            freeze_to(self.model, freeze)  # before compile: it fixes the trainable variables
+        self.freeze = freeze
         # validate=False: the data is known-good and the checks are graph asserts (small cost).
         self.model.compile(
             optimizer=keras.optimizers.Adam(1e-3),
@@ -203,7 +221,8 @@ class KerasRunner:
         return marks[-1] - marks[0]
 
     def info(self):
-        return {"policy": self.policy, "final_loss": self.loss, "onednn": onednn_enabled(), "fused_bn": self.fused_bn}
+        return {"policy": self.policy, "final_loss": self.loss, "onednn": onednn_enabled(), "fused_bn": self.fused_bn,
+                "freeze": self.freeze, "trainable_weights": len(self.model.trainable_weights)}
 
     def forward_flops(self):
         return keras_conv_flops(self.model)
@@ -269,7 +288,7 @@ def trace_op_times(fn, logdir, top=15, by="type"):
 class TorchRunner:
     """The lesson's training step in PyTorch. `mode`: eager, channels_last, compile, mp."""
 
-    def __init__(self, batch_size, mode="eager", seed=0):
+    def __init__(self, batch_size, mode="eager", seed=0, freeze=None):
         import torch
 
         from ssd_keras.reference import lesson as LT
@@ -279,6 +298,9 @@ class TorchRunner:
         dev = "cuda" if torch.cuda.is_available() else "cpu"
         torch.manual_seed(seed)
         self.model = LM.LessonSSD(NUM_CLASSES, k=9, multi=True).to(dev).train()
+        if freeze is not None:
+            self._freeze_to(freeze)
+        self.freeze = freeze
         images, y_true = synthetic_batch(batch_size, seed=seed)
         self.x = LM.normalize_images(images).to(dev)
         if mode == "channels_last":
@@ -291,11 +313,25 @@ class TorchRunner:
             for name in ("anchors", "grid_sizes", "anchor_cnr"):
                 setattr(self.anc, name, getattr(self.anc, name).to(dev))
         self.loss_f = LT.BCE_Loss(NUM_CLASSES)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        self.opt = torch.optim.Adam([q for q in self.model.parameters() if q.requires_grad], lr=1e-3)
         # Only the model is compiled: the lesson's loss loops over images in Python with
         # data-dependent shapes (nonzero), which would just break the graph.
         self.fwd = torch.compile(self.model) if mode == "compile" else self.model
         self.dev, self.batch_size, self.loss = dev, batch_size, None
+
+    def _freeze_to(self, n):
+        """fastai's `freeze_to(n)` on the lesson's groups: [conv1 .. layer2, layer3 + layer4,
+        head] (ConvnetBuilder's `lr_cut` for resnet34); frozen BatchNorms in eval mode, as
+        fastai 0.7's `set_train_mode` puts them."""
+        body = self.model.body
+        groups = [[body.conv1, body.bn1, body.layer1, body.layer2], [body.layer3, body.layer4],
+                  [self.model.head]]
+        for group in groups[:n]:
+            for module in group:
+                module.requires_grad_(False)
+                for m in module.modules():
+                    if isinstance(m, self.torch.nn.BatchNorm2d):
+                        m.eval()
 
     def _step(self):
         torch = self.torch
@@ -320,7 +356,8 @@ class TorchRunner:
         return time.perf_counter() - t0
 
     def info(self):
-        return {"final_loss": self.loss, "threads": self.torch.get_num_threads()}
+        return {"final_loss": self.loss, "threads": self.torch.get_num_threads(), "freeze": self.freeze,
+                "trainable_weights": sum(q.requires_grad for q in self.model.parameters())}
 
 
 # --------------------------------------------------------------------------------------------
@@ -351,7 +388,7 @@ class ChildRunner:
     (`TF_ENABLE_ONEDNN_OPTS` and `TF_NUM_INTEROP_THREADS` are read once, when TensorFlow starts).
     """
 
-    def __init__(self, case, batch_size):
+    def __init__(self, case, batch_size, freeze=None):
         import subprocess
 
         tokens = case.split("-")
@@ -361,7 +398,8 @@ class ChildRunner:
         if "inter1" in tokens:
             env["TF_NUM_INTEROP_THREADS"] = "1"
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--worker", case, "--batch-size", str(batch_size)],
+            [sys.executable, os.path.abspath(__file__), "--worker", case, "--batch-size", str(batch_size),
+             "--freeze", {v: k for k, v in FREEZE.items()}[freeze]],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
         )
         self.case, self.batch_size = case, batch_size
@@ -393,11 +431,11 @@ class ChildRunner:
             pass
 
 
-def _worker(case, batch_size):
+def _worker(case, batch_size, freeze=None):
     """The child side of `ChildRunner`: one JSON reply per command line."""
     out = sys.stdout
     sys.stdout = sys.stderr  # keep Keras / TF prints off the reply channel
-    runner = _make_runner(case, batch_size, child=True)
+    runner = _make_runner(case, batch_size, child=True, freeze=freeze)
     keras_case = case.startswith("keras")
     for line in sys.stdin:
         cmd, *arg = line.split()
@@ -428,19 +466,19 @@ def default_cases(mixed_precision=False, quick=True):
     return [c for c in ALL_CASES if c not in skip and (mixed_precision or not c.endswith("mp"))]
 
 
-def _make_runner(case, batch_size, isolate=False, child=False):
+def _make_runner(case, batch_size, isolate=False, child=False, freeze=None):
     """The runner of `case`: in this process, or in a `ChildRunner` (always for the oneDNN
     switch cases, for every case with `isolate`); `child`: we are that child."""
     tokens = case.split("-")
     fused_bn = True if "fbn" in tokens else (False if "kbn" in tokens else None)
     if not child and (isolate or "onednn" in tokens or "eigen" in tokens or "inter1" in tokens):
-        return ChildRunner(case, batch_size)
+        return ChildRunner(case, batch_size, freeze)
     if case.startswith("keras"):
         return KerasRunner(batch_size, jit_compile="xla" in tokens, mixed_precision=case.endswith("mp"),
-                           fused_bn=fused_bn)
+                           fused_bn=fused_bn, freeze=freeze)
     mode = {"torch-eager": "eager", "torch-channels-last": "channels_last",
             "torch-compile": "compile", "torch-mp": "mp"}[case]
-    return TorchRunner(batch_size, mode)
+    return TorchRunner(batch_size, mode, freeze=freeze)
 
 
 def _error(e):
@@ -449,7 +487,7 @@ def _error(e):
 
 
 def run(quick=True, batch_size=None, warmup=None, steps=None, rounds=None, mixed_precision=False,
-        only=None, peak_gflops=None, isolate=True):
+        only=None, peak_gflops=None, isolate=True, freeze=None):
     """Rows per case: img/s (median over rounds), ratio to `torch-eager`, fraction of peak.
 
     All runners are built and warmed up first, then timed in `rounds` interleaved rounds of
@@ -459,7 +497,8 @@ def run(quick=True, batch_size=None, warmup=None, steps=None, rounds=None, mixed
     reference for the fraction of peak (measured with `bench/peak.py` if None). `isolate` (the
     default): each case in its own child process (`ChildRunner`), still interleaved; False runs
     them in this process, where each framework's idle thread pools slow the other (measured in
-    bench/README.md, issue 13).
+    bench/README.md, issue 13). `freeze`: fastai's `freeze_to(n)` on both sides (see the
+    module docstring; None: every layer trains).
     """
     batch_size = batch_size or (16 if quick else 32)
     warmup = warmup or 2
@@ -469,7 +508,7 @@ def run(quick=True, batch_size=None, warmup=None, steps=None, rounds=None, mixed
     unknown = set(cases) - set(ALL_CASES)
     if unknown:
         raise ValueError(f"train_step: unknown case(s) {sorted(unknown)}; choose from {ALL_CASES}")
-    if peak_gflops is None:
+    if peak_gflops is None and freeze is None:  # frozen steps have no 3x-forward FLOP count
         import peak
 
         peak_gflops = peak.measured_peak(peak.run(quick=True))
@@ -480,7 +519,7 @@ def run(quick=True, batch_size=None, warmup=None, steps=None, rounds=None, mixed
     for c in cases:
         try:
             t0 = time.perf_counter()
-            runner = _make_runner(c, batch_size, isolate)
+            runner = _make_runner(c, batch_size, isolate, freeze=freeze)
             runner.time(warmup)  # tracing, XLA / inductor compilation, allocator warm-up
             rows[c]["setup_s"] = round(time.perf_counter() - t0, 1)
             runners[c] = runner
@@ -501,9 +540,9 @@ def run(quick=True, batch_size=None, warmup=None, steps=None, rounds=None, mixed
     flops = None
     for c, runner in runners.items():
         rows[c].update(value=float(np.median(samples[c])), samples=[round(v, 3) for v in samples[c]], **runner.info())
-        if flops is None and c.startswith("keras"):
+        if flops is None and c.startswith("keras") and freeze is None:
             flops = runner.forward_flops()
-    if flops is None:
+    if flops is None and freeze is None:
         try:
             from ssd_keras.reference.lesson_model import count_flops
 
@@ -520,7 +559,7 @@ def run(quick=True, batch_size=None, warmup=None, steps=None, rounds=None, mixed
             continue
         if base:
             r["ratio"], r["ratio_to"] = r["value"] / base, "torch-eager"
-        if r["case"].startswith("keras"):
+        if r["case"].startswith("keras") and freeze is None:
             r["target"] = "≥ 1.2× torch, ≥ 60 % of peak"
             if base:
                 r["met"] = r["ratio"] >= 1.2 and flops is not None and r["value"] * 3 * flops / 1e9 / peak_gflops >= 0.6
@@ -552,23 +591,30 @@ def main(argv=None):
     p.add_argument("--same-process", action="store_true",
                    help="run every case in this process instead of one child process per case "
                         "(then the frameworks' thread pools share the process)")
+    p.add_argument("--freeze", choices=tuple(FREEZE), default="none",
+                   help="none: every layer trains (default); head: the lesson's stage 1 (body frozen); "
+                        "upper: its stage 2 (freeze_to(-2))")
     p.add_argument("--worker", metavar="CASE", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        return _worker(args.worker, args.batch_size or 16)
+        return _worker(args.worker, args.batch_size or 16, FREEZE[args.freeze])
     if args.profile:
         case = args.only.split(",")[0] if args.only else "keras"
-        runner = _make_runner(case, args.batch_size or 16)
+        runner = _make_runner(case, args.batch_size or 16, freeze=FREEZE[args.freeze])
         runner.time(args.warmup or 2)
         print(f"| op ({case}, batch {runner.batch_size}) | ms | share |\n|---|---:|---:|")
         for op, ms, share in profile_keras(runner, args.profile, steps=args.steps or 1):
             print(f"| {op} | {ms:.0f} | {100 * share:.1f} % |")
         return
     rows = run(not args.full, args.batch_size, args.warmup, args.steps, args.rounds, args.mixed_precision,
-               args.only.split(",") if args.only else None, isolate=not args.same_process)
+               args.only.split(",") if args.only else None, isolate=not args.same_process,
+               freeze=FREEZE[args.freeze])
     for r in rows:
         v = r.get("value")
-        extra = f"ratio {r['ratio']:.2f}  {r['gflops']:.1f} GFLOP/s = {100 * r['peak_fraction']:.0f}% of peak" if v and "ratio" in r else r.get("error", "")
+        extra = r.get("error", "")
+        if v and "ratio" in r:
+            extra = f"ratio {r['ratio']:.2f}" + (
+                f"  {r['gflops']:.1f} GFLOP/s = {100 * r['peak_fraction']:.0f}% of peak" if "gflops" in r else "")
         print(f"{r['case']:<22} {v if v is None else round(v, 2)!s:>8} img/s  {extra}")
     if args.json:
         with open(args.json, "w") as f:
