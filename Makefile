@@ -1,6 +1,7 @@
 # Quick start:  make demo   (set up .venv, train on the embedded data set, print mAP, save a picture)
 #               make test   (set up .venv with the test extras, run the whole suite)
-PYTHON ?= python3.11
+# python3.11 where there is one, else python3 (as README says); `make PYTHON=python3.12 demo` to choose.
+PYTHON ?= $(shell command -v python3.11 >/dev/null 2>&1 && echo python3.11 || echo python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 

@@ -1,6 +1,6 @@
 """Lesson 9's main path with plain `compile` / `fit` on an `SSDDetector`, on the embedded shapes data.
 
-    python examples/train_shapes.py                  # tiny body at 64 px (the demo's preset), CPU
+    python examples/train_shapes.py                  # the demo's preset (tiny8 body, 64 px), CPU
     python examples/train_shapes.py --lesson         # the lesson's ResNet34 at 224 px (GPU)
 
 The same steps as `python -m ssd_keras demo`, written out for people who train in scripts.

@@ -3,9 +3,11 @@
 Boxes are relative yxyx everywhere (docs/ARCHITECTURE.md); one `AnchorConfig` threads through
 the head, the loss, the decoder and the evaluation; `SSDDetector` owns them all.
 
-Importing the package imports every module, as keras-hub does, so that all of ssd_keras'
-serialisable layers, losses and optimizers are registered before a `.keras` file is loaded
-with plain `keras.saving.load_model`. The lesson's PyTorch code (`ssd_keras.reference`) is
+Importing the package imports every module that defines a serialisable object (and the public
+functions below), as keras-hub does, so that all of ssd_keras' layers, losses and optimizers
+are registered before a `.keras` file is loaded with plain `keras.saving.load_model`. The
+recipes (`ssd_keras.recipes`), the held-out splits (`ssd_keras.data.splits`) and the command
+line are imported where used. The lesson's PyTorch code (`ssd_keras.reference`) is
 not imported: it needs torch, which ssd_keras does not.
 """
 

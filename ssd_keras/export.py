@@ -1,7 +1,8 @@
 """Shipping a trained detector: a SavedModel with in-graph NMS, and TFLite.
 
-Both endpoints are `SSDDetector.detect` (`ssd_keras.inference.detect`), the same images →
-detections path that `predict` and `evaluate` use:
+The SavedModel, and the TFLite file with `include_nms=True`, run `SSDDetector.detect`
+(`ssd_keras.inference.detect`), the same images → detections path that `predict` and
+`evaluate` use; the default TFLite file is the raw model:
 
 - `export_savedmodel` writes a SavedModel whose serving signature takes images (uint8 or float
   0–255, any size) and returns decoded, NMS-filtered detections

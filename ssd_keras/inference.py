@@ -6,8 +6,9 @@
       → decode_detections (per-class NMS) → {boxes (relative yxyx), scores, classes, num_detections}
 
 `SSDDetector.predict`, `evaluate_model` (and so the `val_map` callback and the CLI's `evaluate`),
-the CLI's `predict` and picture, the SavedModel signature and the TFLite export all call `detect`,
-so they decode identically. Boxes are relative to the image as given, so they hold for the
+the CLI's `predict` and picture, the SavedModel signature and the TFLite export with
+`include_nms=True` all call `detect`, so they decode identically (the default TFLite export is
+the raw `y_pred`, decoded on the host). Boxes are relative to the image as given, so they hold for the
 original size too.
 """
 

@@ -2,8 +2,8 @@
 
 Boxes: the lesson's helpers take **pixel** boxes at this edge, as in the lesson
 (`draw_rect(ax, b)` with `b = (x, y, w, h)`, from `bb_hw`); everything else takes relative yxyx
-boxes and converts with the image size. Every `show_*` returns the `Figure` and saves a PNG
-when `path` is given.
+boxes and converts with the image size. `show_img` returns the axis it drew on, as the
+lesson's does; every other `show_*` returns the `Figure` and saves a PNG when `path` is given.
 
 Why matplotlib patches and not `keras.visualization.draw_bounding_boxes` /
 `plot_bounding_box_gallery`: those draw with OpenCV (`cv2`, not a dependency of this project)

@@ -1,5 +1,5 @@
 """ssd_keras.detector.SSDDetector: owns anchors, class names, loss and decoder; fit with y_true
-or keras-hub label dicts; loc/clas from one matching; presets; errors."""
+or keras-hub label dicts; loc/clas from one matching; building from presets; errors."""
 
 import keras
 import numpy as np
@@ -83,10 +83,7 @@ def test_raw_shares_the_weights(detector):
     assert detector.raw.get_layer("head") is detector.get_layer("head")
 
 
-def test_presets_are_complete_and_build():
-    for name, preset in PRESETS.items():
-        assert set(preset) == {"description", "detector", "recipe"}
-        assert {"class_names", "anchors", "backbone", "image_size", "focal"} <= set(preset["detector"])
+def test_from_preset_builds_each_preset():
     lesson = SSDDetector.from_preset("lesson_resnet34_224")
     assert lesson.num_classes == 20 and lesson.anchors == AnchorConfig() and lesson.image_size == 224
     assert lesson.output_shape == (None, 189, 4 + 20 + 1)

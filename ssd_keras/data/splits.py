@@ -4,8 +4,8 @@ same held-out images again.
 A source either has a validation split of its own (a VOC folder with `ImageSets/Main/val.txt`,
 `shapes`' `val` stream, tfds' `validation`), or it is one set of images (a COCO json, a CSV, a
 VOC folder with only `train.txt`), of which a seeded fraction is held out. `load_train_val`
-decides, `held_out` reproduces the decision from what it recorded (`SplitRecord.to_json`, kept
-in the detector's `metadata`), and a split that a source cannot honour is an error.
+decides, `held_out` reproduces the decision from what it recorded (the plain dict `load_train_val`
+returns, kept in the detector's `metadata["split"]`), and a split that a source cannot honour is an error.
 """
 
 from __future__ import annotations
