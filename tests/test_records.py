@@ -58,3 +58,25 @@ def test_check_image_file():
     assert "0 bytes" in check_image_file(os.path.join(JPEGS, "bad_zero.jpg"))
     assert "missing" in check_image_file(os.path.join(JPEGS, "nope.jpg"))
     assert "not a readable image" in check_image_file(os.path.join(os.path.dirname(JPEGS), "Annotations", "img_a.xml"))
+
+
+def test_check_image_file_asks_tensorflows_decoder(tmp_path):
+    """What PIL reads but the pipeline's `tf.io.decode_image` does not is caught at read time."""
+    from PIL import Image
+
+    ok = os.path.join(JPEGS, "img_a.jpg")
+    Image.open(ok).save(tmp_path / "a.tif")
+    assert "a TIFF image; TensorFlow decodes only JPEG, PNG, GIF, BMP and WebP" in check_image_file(
+        str(tmp_path / "a.tif"))
+    for fmt in ("png", "bmp", "gif", "webp"):
+        Image.open(ok).save(tmp_path / f"a.{fmt}")
+        assert check_image_file(str(tmp_path / f"a.{fmt}")) is None, fmt
+    # A zeroed Huffman table: the header and the end marker still read.
+    data = bytearray(open(ok, "rb").read())
+    dht = data.index(b"\xff\xc4")
+    data[dht + 2:dht + 40] = bytes(38)
+    (tmp_path / "mid.jpg").write_bytes(bytes(data))
+    with Image.open(tmp_path / "mid.jpg") as im:
+        assert im.size == (64, 48)  # the header still reads
+    assert check_image_file(str(tmp_path / "mid.jpg")) == (
+        "TensorFlow cannot decode it (jpeg::Uncompress failed. Invalid JPEG data or crop window.)")

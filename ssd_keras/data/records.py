@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from typing import Any, Sequence
 
 import numpy as np
@@ -179,14 +180,22 @@ class ErrorPolicy:
                         len(self.skipped), *self.skipped[0])
 
 
-def check_image_file(path: str, expect_size=None) -> str | None:
-    """Cheap check of an image file; returns the problem as text, or None if it looks fine.
+#: What `tf.io.decode_image` (the pipeline's decoder) reads; PIL reads more (TIFF, ...).
+TF_IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
 
-    Reads the header with PIL and the last bytes: catches missing, 0-byte, non-image, truncated
-    JPEG (no end-of-image marker) and a size different from the annotation's (which would make
-    every relative box wrong). A full decode would cost ~5 ms per image; `make_dataset` would
-    otherwise fail inside TF without naming the file, so these checks run at read time.
+
+def check_image_file(path: str, expect_size=None) -> str | None:
+    """Check that the pipeline will decode an image file; returns the problem as text, or None.
+
+    The header (PIL) catches a missing, 0-byte or non-image file, a format TensorFlow does not
+    decode (TIFF, ...) and a size different from the annotation's (which would make every
+    relative box wrong); a JPEG without its end-of-image marker is named as truncated. Then
+    the whole file is decoded with the pipeline's own decoder (`tf.io.decode_image`), which
+    rejects corrupt data that PIL reads with a warning. Without these checks `make_dataset`
+    would stop training inside TensorFlow, mid-epoch, without naming the file. The decode
+    costs ~1 ms per VOC image (2.6 s for VOC 2007's 2501 training images).
     """
+    import tensorflow as tf
     from PIL import Image, UnidentifiedImageError
 
     if not os.path.exists(path):
@@ -199,6 +208,8 @@ def check_image_file(path: str, expect_size=None) -> str | None:
             fmt, (w, h) = im.format, im.size
     except (UnidentifiedImageError, OSError) as e:
         return f"not a readable image ({e.__class__.__name__}: {e})"
+    if fmt not in TF_IMAGE_FORMATS:
+        return f"a {fmt} image; TensorFlow decodes only JPEG, PNG, GIF, BMP and WebP (convert it)"
     if fmt == "JPEG":
         with open(path, "rb") as f:
             f.seek(max(0, size - 32))
@@ -207,4 +218,10 @@ def check_image_file(path: str, expect_size=None) -> str | None:
             return "truncated JPEG (no end-of-image marker)"
     if expect_size is not None and (w, h) != tuple(expect_size):
         return f"image is {w}x{h} but the annotation says {expect_size[0]}x{expect_size[1]}"
+    try:
+        tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    except tf.errors.OpError as e:
+        # "{{function_node ...}} jpeg::Uncompress failed. ... [Op:DecodeImage] name:" -> the middle
+        reason = re.sub(r"\{\{function_node [^}]*\}\}|\[Op:.*", "", (e.message or "").strip()).strip()
+        return f"TensorFlow cannot decode it ({reason.splitlines()[0][:200] if reason else type(e).__name__})"
     return None
