@@ -329,10 +329,11 @@ def _device_line():
     return f"device: {where}; oneDNN: {onednn}"
 
 
-def _report_skips(data, what="images"):
+def _report_skips(data, what="images", also_read=0):
+    """`also_read`: images read with `data` but not in it (a held-out part cut from the same read)."""
     skipped = getattr(data, "skipped", None) or []
     if skipped:
-        total = len(data) + len(skipped)
+        total = len(data) + also_read + len(skipped)
         examples = "; ".join(f"{f}: {r}" for f, r in skipped[:3])
         print(f"skipped {len(skipped)} of {total} {what}: {examples}" + (" ..." if len(skipped) > 3 else ""))
 
@@ -467,7 +468,12 @@ def cmd_train(args):
                                            args.val_fraction, args.seed, reader, val_reader)
     except (OSError, ValueError, ImportError, KeyError, SourceUnavailable) as e:
         raise UsageError("--data", f"cannot load {args.data!r}: {_cli_words(e)}") from None
-    _report_skips(train)
+    if split["val"]["kind"] == "fraction":  # one read, cut in two: its skips are counted once
+        _report_skips(train, also_read=len(val))
+    else:
+        _report_skips(train)
+        if val is not None:
+            _report_skips(val, what="held-out images")
     if args.train_images:
         train.records = train.records[: args.train_images]
     if not len(train):

@@ -215,6 +215,23 @@ def test_a_bad_file_in_the_data_names_the_file_and_the_cli_flag():
     assert "pass --on-error skip to skip such images" in stderr and "on_error=" not in stderr
 
 
+def test_train_counts_skipped_images_against_all_it_read(tmp_path):
+    # One CSV read, cut into training and held-out parts: "skipped 1 of 5", not "of 3".
+    from ssd_keras.data import SAMPLE_VOC, load_source, write_csv
+
+    data = load_source(f"voc:{SAMPLE_VOC}", split="train")
+    data.records = data.records[:4]
+    csv = tmp_path / "d.csv"
+    write_csv(data, csv)
+    with open(csv, "a") as f:
+        f.write("missing.jpg,1 1 20 20,dog\n")
+    status, stdout, stderr = run_cli(["train", "--data", f"csv:{csv}", "--on-error", "skip", "--val-fraction", "0.25",
+                                      "--backbone", "tiny", "--image-size", "64", "--weights", "none",
+                                      "--epochs", "1", "--batch-size", "2", "--out", tmp_path / "run"])
+    assert status == 0, stderr
+    assert "skipped 1 of 5 images: " in stdout and "missing.jpg: image file missing" in stdout
+
+
 def test_predict_skips_unreadable_images_and_writes_the_good_ones(demo_run, tmp_path):
     from PIL import Image
 

@@ -36,6 +36,20 @@ def test_a_single_set_file_holds_out_a_seeded_fraction(tmp_path):
         load_train_val(f"csv:{csv}", val_split="val")
 
 
+def test_a_fraction_that_holds_out_no_image_is_an_error(tmp_path):
+    from ssd_keras.data import load_source, write_csv
+
+    data = load_source(f"voc:{SAMPLE_VOC}", split="train")
+    data.records = data.records[:4]
+    csv = tmp_path / "four.csv"
+    write_csv(data, csv)
+    with pytest.raises(ValueError, match=r"--val-fraction 0.1 of 4 image\(s\) holds out none; pass a larger "
+                                         r"--val-fraction, or --val-split none"):
+        load_train_val(f"csv:{csv}", val_fraction=0.1)
+    train, val, _ = load_train_val(f"csv:{csv}", val_fraction=0.25)
+    assert (len(train), len(val)) == (3, 1)
+
+
 def test_voc_without_the_val_images_falls_back_to_a_fraction(tmp_path):
     """A devkit copy with the genuine val.txt but only the train images (like the course data)."""
     root = tmp_path / "VOC2007"

@@ -94,12 +94,18 @@ def load_train_val(spec, train_split="train", val_split="auto", val_fraction=0.1
         return data, None, dict(record, val={"kind": "none"})
     if val_split == "fraction":
         val, train = data.split(val_fraction, seed=seed)
+        if not len(val):
+            raise ValueError(f"--val-fraction {val_fraction} of {len(data)} image(s) holds out none; "
+                             f"pass a larger --val-fraction, or --val-split none to train without one")
         train.skipped = val.skipped = data.skipped
         return train, val, dict(record, val={"kind": "fraction", "fraction": val_fraction, "seed": seed})
     _check_split(spec, val_split, "--val-split")
     if kind in ("voc", "csv"):  # the training split's names, not ones found again in val
         val_kwargs["class_names"] = data.class_names
     val = load_source(spec, split=val_split, **val_kwargs)
+    if not len(val):
+        raise ValueError(f"--val-split: {spec}'s split {val_split!r} has no images; name another, "
+                         f"or pass --val-split none")
     return data, val, dict(record, val={"kind": "split", "split": val_split, "count": len(val)})
 
 
