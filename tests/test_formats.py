@@ -113,6 +113,8 @@ def test_csv_bad_input(tmp_path):
         "img_a.jpg,0 0 23 31,unicorn": "unknown class name 'unicorn'",
         "img_a.jpg,0 0 23 x,dog": "non-numeric bbox",
         "img_a.jpg,0 40 23 31,dog": "xmax < xmin",
+        "img_a.jpg,48 0 48 31,dog": r"is empty once clipped to the 64x48 image",  # a row below the last
+        "img_a.jpg,-1 -1 -1 -1,dog": r"is empty once clipped to the 64x48 image",
         "bad_zero.jpg,0 0 23 31,dog": "empty",
         "bad_corrupt.jpg,0 0 23 31,dog": "truncated JPEG",
         "nothere.jpg,0 0 23 31,dog": "image file missing",
@@ -125,3 +127,19 @@ def test_csv_bad_input(tmp_path):
     data = read_csv(p, images_dir=imgs, class_names=VOC_CLASSES, on_error="skip")
     assert len(data.skipped) == len(cases) and len(data) == 1
     assert data.records[0].classes.tolist() == [11]  # integer labels are ids
+    # The last row of pixels is a box; ids without names are not guessed.
+    p.write_text("fn,bbox,clas\nimg_a.jpg,47 0 47 31,dog\n")
+    np.testing.assert_allclose(read_csv(p, images_dir=imgs).records[0].boxes, [[47 / 48, 0.0, 1.0, 0.5]])
+    p.write_text("fn,bbox,clas\nimg_a.jpg,0 0 23 31,1\n")
+    with pytest.raises(ValueError, match="the class column holds integer ids; give the class names"):
+        read_csv(p, images_dir=imgs)
+
+
+def test_csv_as_spreadsheets_write_it(tmp_path):
+    imgs = os.path.join(FIX, "voc", "VOC2007", "JPEGImages")
+    p = tmp_path / "x.csv"
+    p.write_bytes("\ufefffn,bbox,clas\r\nimg_a.jpg,0 0 23 31,mug\r\n".encode("utf-8"))  # BOM, CRLF
+    assert read_csv(p, images_dir=imgs).class_names == ("mug",)
+    p.write_text("fn,bbox,clas\n")
+    with pytest.raises(ValueError, match="x.csv: no data rows under the header"):
+        read_csv(p, images_dir=imgs)

@@ -173,3 +173,14 @@ def test_class_names_auto_and_given():
         read_voc(FIX, split="train", class_names=("person",))
     with pytest.raises(ValueError, match="class_names must be a list of names or 'auto'"):
         read_voc(FIX, split="train", class_names="voc")
+
+
+def test_pixel_boxes_left_empty_by_clipping_are_named():
+    from ssd_keras.data.voc import check_pixel_boxes
+
+    # VOC pixels are 1-based: 64 is the last column of a 64-wide image, 65 the overshoot allowed.
+    assert check_pixel_boxes([[64, 1, 64, 48]], 64, 48) is None  # the last column: one pixel wide
+    assert check_pixel_boxes([[65, 1, 65, 48]], 64, 48) == (
+        "box [65.0, 1.0, 65.0, 48.0] is empty once clipped to the 64x48 image")
+    assert "is empty once clipped" in check_pixel_boxes([[1, 0, 30, 0]], 64, 48)  # the row above the first
+    assert "lies outside" in check_pixel_boxes([[1, 1, 30, 50]], 64, 48)

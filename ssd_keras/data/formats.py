@@ -115,22 +115,30 @@ def read_csv(csv_path, images_dir=None, class_names=None, on_error="raise") -> D
         images_dir: folder `fn` is relative to; default: the CSV's folder.
         class_names: names (id = position). Default (None or "auto"): `VOC_CLASSES` if every
             name in the file is a VOC class, else the sorted set of names in the file. Integer
-            labels are ids.
+            labels are ids into `class_names`, which must then be given.
         on_error: as for `read_voc`. Every image's header is read (for its size).
     """
     csv_path = os.fspath(csv_path)
     images_dir = os.path.dirname(csv_path) if images_dir is None else os.fspath(images_dir)
-    with open(csv_path, newline="") as f:
-        rows = list(csv.DictReader(f))
-        header = rows[0].keys() if rows else []
+    # utf-8-sig: a spreadsheet's byte-order mark would otherwise glue itself to 'fn'.
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        header = reader.fieldnames or []
     if "fn" not in header or "bbox" not in header:
         raise ValueError(f"{csv_path}: expected columns 'fn' and 'bbox' (got {list(header)})")
+    if not rows:
+        raise ValueError(f"{csv_path}: no data rows under the header")
     cls_col = next((c for c in _CLASS_COLUMNS if c in header), None)
     if cls_col is None:
         raise ValueError(f"{csv_path}: no class column (one of {_CLASS_COLUMNS}); got {list(header)}")
     labels = [(r[cls_col] or "").split() for r in rows]
     if class_names is None or class_names == "auto":
-        found = {n for ls in labels for n in ls if not n.lstrip("-").isdigit()}
+        if any(n.lstrip("-").isdigit() for ls in labels for n in ls):
+            # An id means nothing without the names; guessing (VOC's?) would train on wrong ones.
+            raise ValueError(f"{csv_path}: the class column holds integer ids; give the class names "
+                             f"they index (class_names=[...], CLI: --classes name,name,...)")
+        found = {n for ls in labels for n in ls}
         class_names = class_names_for(found)
     class_names = tuple(class_names)
     cls_id = {c: i for i, c in enumerate(class_names)}

@@ -116,6 +116,13 @@ def check_pixel_boxes(boxes_px, width, height, one_based=True):
     out = np.where((b < lo - 1).any(1) | (b > hi + 1).any(1))[0]
     if len(out):
         return f"box {b[out[0]].tolist()} lies outside the {width}x{height} image"
+    # Pixel edges as the readers compute them (a box of one pixel spans [x - lo, x - lo + 1)),
+    # clipped to the image as they clip: a box left with no area would reach the loss empty.
+    size = np.array([width, height, width, height], np.float64)
+    edges = np.clip(b - np.array([lo, lo, lo - 1, lo - 1]), 0, size)
+    empty = np.where((edges[:, 2] <= edges[:, 0]) | (edges[:, 3] <= edges[:, 1]))[0]
+    if len(empty):
+        return f"box {b[empty[0]].tolist()} is empty once clipped to the {width}x{height} image"
     return None
 
 
