@@ -74,6 +74,26 @@ def test_json_bad_input(tmp_path):
     assert [r.image_id for r in skipped.records] == ["img_empty"] and len(skipped.skipped) == 1
 
 
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.update(images={"1": d["images"][0]}), r"'images' must be a list of objects, got dict"),
+    (lambda d: d["categories"][0].pop("name"), r"every category needs an 'id' and a 'name'"),
+    (lambda d: d["images"][0].update(width=None), r"images\[0\]\): an image needs file_name, and width and height"),
+    (lambda d: d["images"][0].update(height=0), r"images\[0\]\): an image needs file_name"),
+    (lambda d: d["annotations"][0].update(bbox=[0, 0, 32]), r"img_a.jpg\): bbox must be 4 numbers \[x, y, width, height\], got \[0, 0, 32\]"),
+    (lambda d: d["annotations"][0].update(bbox=[0, 0, "32", 24]), r"bbox must be 4 numbers"),
+    # ids as strings on one side and numbers on the other: nothing would match, silently.
+    (lambda d: [a.update(image_id=str(a["image_id"])) for a in d["annotations"]],
+     r"bad.json: 2 annotation\(s\) refer to an image_id that no image has \(e.g. '1'; image ids look like 1\)"),
+])
+def test_json_malformed_fields_are_named(tmp_path, change, message):
+    d = json.load(open(os.path.join(FIX, "lesson.json")))
+    change(d)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match=message):
+        read_coco_json(bad, images_dir=os.path.join(FIX, "voc", "VOC2007", "JPEGImages"))
+
+
 def test_csv_fixture_matches_voc():
     data = read_csv(os.path.join(FIX, "lesson.csv"))
     assert data.class_names == VOC_CLASSES

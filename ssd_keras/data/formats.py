@@ -57,29 +57,50 @@ def read_coco_json(json_path, images_dir=None, keep_difficult=True, use_ignore=T
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{json_path}: cannot read COCO json ({e})") from None
     for key in ("images", "annotations", "categories"):
-        if key not in data:
+        if not isinstance(data, dict) or key not in data:
             raise ValueError(f"{json_path}: not COCO-style json, no {key!r} key")
+        if not isinstance(data[key], list) or not all(isinstance(x, dict) for x in data[key]):
+            raise ValueError(f"{json_path}: {key!r} must be a list of objects, got {type(data[key]).__name__}")
     if images_dir is None:
         base = os.path.dirname(json_path)
         images_dir = next((d for d in (os.path.join(base, "VOCdevkit", "VOC2007", "JPEGImages"),
                                        os.path.join(base, "JPEGImages")) if os.path.isdir(d)), base)
-    cats = sorted(data["categories"], key=lambda c: c["id"])
-    names = [c["name"] for c in cats]
+    try:
+        cats = sorted(data["categories"], key=lambda c: c["id"])
+        names = [str(c["name"]) for c in cats]
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{json_path}: every category needs an 'id' and a 'name' ({type(e).__name__}: {e})") from None
     class_names = VOC_CLASSES if sorted(names) == sorted(VOC_CLASSES) else tuple(names)
     cat_to_id = {c["id"]: class_names.index(c["name"]) for c in cats}
 
-    per_image = {}
-    for a in data["annotations"]:
-        per_image.setdefault(a["image_id"], []).append(a)
     policy = ErrorPolicy(on_error)
+    image_ids = {img.get("id") for img in data["images"]}
+    per_image, orphans = {}, []
+    for a in data["annotations"]:
+        (per_image.setdefault(a.get("image_id"), []) if a.get("image_id") in image_ids else orphans).append(a)
+    if orphans:  # e.g. ids written as strings on one side and numbers on the other
+        policy.problem(json_path, f"{len(orphans)} annotation(s) refer to an image_id that no image has "
+                                  f"(e.g. {orphans[0].get('image_id')!r}; image ids look like "
+                                  f"{next(iter(image_ids), None)!r})")
     records = []
-    for img in data["images"]:
-        fname, w, h = img["file_name"], int(img["width"]), int(img["height"])
-        anns = per_image.get(img["id"], [])
+    for i, img in enumerate(data["images"]):
+        try:
+            fname, w, h = str(img["file_name"]), int(img["width"]), int(img["height"])
+            if w <= 0 or h <= 0:
+                raise ValueError("not positive")
+        except (KeyError, TypeError, ValueError):
+            policy.problem(f"{json_path} (images[{i}])", "an image needs file_name, and width and height "
+                                                         f"as positive integers; got {img!r}"[:300])
+            continue
+        anns = per_image.get(img.get("id"), [])
         where = f"{json_path} (image {fname})"
-        unknown = [a["category_id"] for a in anns if a["category_id"] not in cat_to_id]
+        unknown = [a.get("category_id") for a in anns if a.get("category_id") not in cat_to_id]
         if unknown:
             policy.problem(where, f"unknown category_id {unknown[0]}")
+            continue
+        bad = [a for a in anns if not _is_xywh(a.get("bbox"))]
+        if bad:
+            policy.problem(where, f"bbox must be 4 numbers [x, y, width, height], got {bad[0].get('bbox')!r}")
             continue
         xywh = np.array([a["bbox"] for a in anns], np.float64).reshape(-1, 4)
         # Check in VOC terms so that both readers accept and reject the same boxes.
@@ -105,6 +126,11 @@ def read_coco_json(json_path, images_dir=None, keep_difficult=True, use_ignore=T
             difficult=difficult[keep], width=w, height=h))
     policy.finish(f"read_coco_json({json_path})")
     return DetectionData(records, tuple(class_names), name=f"coco:{json_path}", skipped=policy.skipped)
+
+
+def _is_xywh(bbox):
+    return (isinstance(bbox, (list, tuple)) and len(bbox) == 4
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox))
 
 
 def read_csv(csv_path, images_dir=None, class_names=None, on_error="raise") -> DetectionData:
