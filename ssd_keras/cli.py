@@ -63,6 +63,8 @@ _positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
 _positive_float = _checked(float, lambda v: 0 < v < float("inf"), "a positive number")
 _unit_float = _checked(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 _open_unit_float = _checked(float, lambda v: 0 < v < 1, "a number in (0, 1)")
+_dropout_rate = _checked(float, lambda v: 0 <= v < 1, "a number in [0, 1)")  # 1 drops everything
+_seed = _checked(int, lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)")  # numpy's seed range
 
 
 def _data_spec(text):
@@ -128,7 +130,7 @@ def build_parser():
                           f"nor --bce: the lesson's focal loss, {LESSON_FOCAL[0]} {LESSON_FOCAL[1]:g})")
         loss.add_argument("--bce", action="store_true",
                           help="the lesson's plain binary cross-entropy instead of focal loss")
-        p.add_argument("--dropout", type=_unit_float, default=det["dropout"], help="head dropout")
+        p.add_argument("--dropout", type=_dropout_rate, default=det["dropout"], help="head dropout")
         p.add_argument("--head-filters", type=_positive_int, default=det["head_filters"],
                        help="channels of the head's StdConvs (the lesson: 256)")
         p.add_argument("--pos-threshold", type=_unit_float, default=det["pos_threshold"],
@@ -150,7 +152,7 @@ def build_parser():
         p.add_argument("--augment", choices=AUGMENT_CHOICES, default=recipe["augment"],
                        help="training augmentation: none, horizontal flips, or the lesson's "
                        "flip/rotate/lighting (boxes follow)")
-        p.add_argument("--seed", type=int, default=0, help="random seed (data order, augmentation, init)")
+        p.add_argument("--seed", type=_seed, default=0, help="random seed (data order, augmentation, init)")
 
     demo_preset = get_preset("demo_tiny64")
     ddet, drec = demo_preset["detector"], demo_preset["recipe"]
@@ -346,6 +348,19 @@ def _format_metrics(result, class_names):
     return "\n".join(lines)
 
 
+def _check_output(flag, path, kind):
+    """Fail before the work, not after it, on an output path that cannot be written: `kind`
+    "dir" (a folder to write into) or "file"."""
+    path = Path(path)
+    if kind == "dir" and path.exists() and not path.is_dir():
+        raise UsageError(flag, f"{path} is a file; {flag} names a folder to write into")
+    if kind == "file" and path.is_dir():
+        raise UsageError(flag, f"{path} is a folder; {flag} names a file")
+    existing = next((p for p in path.parents if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UsageError(flag, f"{existing} is a file, so {path} cannot be written")
+
+
 def _load_model(path):
     from ssd_keras.saving import load_model
 
@@ -365,6 +380,7 @@ def cmd_demo(args):
     if not 0 < args.min_size <= args.max_size:
         raise UsageError("--min-size", f"need 0 < --min-size <= --max-size, got {args.min_size} "
                                        f"and {args.max_size}")
+    _check_output("--out", args.out, "dir")
     print(_device_line(), flush=True)
     import keras
 
@@ -447,6 +463,7 @@ def cmd_train(args):
 
     weights = _weights(args)
     out = Path(args.out)
+    _check_output("--out", out, "dir")
     if (out / "stage1").exists() and not args.resume:
         raise UsageError("--out", f"{out} holds an earlier run; pass --resume to continue it, "
                                   f"or choose another --out")
@@ -527,6 +544,8 @@ def cmd_evaluate(args):
     from ssd_keras.evaluation import evaluate_model
     from ssd_keras.recipes import metrics_summary
 
+    if args.json:
+        _check_output("--json", args.json, "file")
     detector = _load_model(args.model)
     meta = detector.metadata
     spec = args.data or meta.get("data") or "shapes"
@@ -575,6 +594,7 @@ def cmd_predict(args):
     from ssd_keras.inference import detect_files
     from ssd_keras.viz import show_detections
 
+    _check_output("--out", args.out, "dir")
     detector = _load_model(args.model)
     try:
         results, skipped = detect_files(detector, args.images, on_error=args.on_error,
@@ -616,6 +636,7 @@ def cmd_export(args):
             raise UsageError("--nms/--quantize", "apply to --format tflite only")
     elif args.out.suffix != ".tflite":
         raise UsageError("--out", f"a TFLite file name must end in .tflite, got {args.out}")
+    _check_output("--out", args.out, "dir" if args.format == "savedmodel" else "file")
     detector = _load_model(args.model)
     if args.format == "savedmodel":
         path = export_savedmodel(detector, args.out, **decode)

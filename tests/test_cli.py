@@ -21,6 +21,10 @@ from ssd_keras.cli import main
 COMMANDS = ["demo", "train", "evaluate", "predict", "export"]
 
 
+# Outputs that cannot be written: checked before any work (the model named does not exist).
+A_FILE, A_DIR = str(Path(__file__).resolve()), str(Path(__file__).resolve().parent)
+
+
 def run_cli(argv):
     """`main(argv)` with stdout/stderr captured: returns `(status, stdout, stderr)`."""
     out, err = io.StringIO(), io.StringIO()
@@ -95,6 +99,13 @@ def test_user_error_through_python_dash_m_is_a_message_not_a_traceback(tmp_path)
     (["train", "--data", "csv:/no/such.csv", "--backbone", "tiny8", "--image-size", "64", "--grids", "3", "1"],
      "argument --grids: build_ssd(backbone='tiny8'): the backbone's 8x8 feature map (image_size=64)"),
     (["train", "--head-filters", "0"], "argument --head-filters: expected a positive integer, got '0'"),
+    (["train", "--seed", "-1"], "argument --seed: expected an integer in [0, 2**32), got '-1'"),
+    (["demo", "--dropout", "1"], "argument --dropout: expected a number in [0, 1), got '1'"),
+    (["demo", "--out", A_FILE], f"argument --out: {A_FILE} is a file; --out names a folder to write into"),
+    (["train", "--out", f"{A_FILE}/run"], f"argument --out: {A_FILE} is a file, so {A_FILE}/run cannot be written"),
+    (["evaluate", "--model", "m.keras", "--json", A_DIR], f"argument --json: {A_DIR} is a folder; --json names a file"),
+    (["predict", "--model", "m.keras", "x.jpg", "--out", A_FILE], f"argument --out: {A_FILE} is a file"),
+    (["export", "--model", "m.keras", "--out", A_FILE], f"argument --out: {A_FILE} is a file"),
     (["train", "--data", "imagenet"], "argument --data: unknown data source 'imagenet'"),
     (["train", "--data", "voc"], "argument --data: unknown data source 'voc'"),
     (["train", "--classes", "mug,spoon"], "argument --classes: a shapes source names its own classes"),
