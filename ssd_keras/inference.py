@@ -17,6 +17,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from ssd_keras.anchors import AnchorConfig
+from ssd_keras.data.records import tf_error_text
 from ssd_keras.decode import DECODERS
 
 
@@ -87,7 +88,7 @@ def read_image_file(path):
     except (tf.errors.NotFoundError, FileNotFoundError):
         raise ValueError(f"{path}: file not found") from None
     except tf.errors.OpError as e:
-        raise ValueError(f"{path}: not a readable image ({e.message.splitlines()[0]})") from None
+        raise ValueError(f"{path}: not a readable image ({tf_error_text(e)})") from None
 
 
 def detect_files(detector, paths, on_error="raise", **decode_overrides):

@@ -221,7 +221,13 @@ def check_image_file(path: str, expect_size=None) -> str | None:
     try:
         tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
     except tf.errors.OpError as e:
-        # "{{function_node ...}} jpeg::Uncompress failed. ... [Op:DecodeImage] name:" -> the middle
-        reason = re.sub(r"\{\{function_node [^}]*\}\}|\[Op:.*", "", (e.message or "").strip()).strip()
-        return f"TensorFlow cannot decode it ({reason.splitlines()[0][:200] if reason else type(e).__name__})"
+        return f"TensorFlow cannot decode it ({tf_error_text(e)})"
     return None
+
+
+def tf_error_text(error) -> str:
+    """A TensorFlow op error in one line for a person: "{{function_node ...}} jpeg::Uncompress
+    failed. ... [Op:DecodeImage] name:" -> "jpeg::Uncompress failed. ..."."""
+    text = re.sub(r"\{\{function_node [^}]*\}\}|\[Op:.*", "", getattr(error, "message", None) or str(error))
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0][:200] if lines else type(error).__name__
