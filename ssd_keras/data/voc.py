@@ -142,8 +142,9 @@ def read_voc(root, split="trainval", keep_difficult=True, class_names=VOC_CLASSE
             the split's annotations is one of them, else the sorted set of names found. To
             evaluate a model, give the names it was trained with.
         on_error: `"raise"` (ValueError naming the file) or `"skip"` (count, log, skip image).
-        check_images: check each image file (exists, non-empty, readable header, JPEG not
-            truncated, size equal to the XML's) so that bad files never reach TensorFlow.
+        check_images: check each image file (exists, non-empty, a format TensorFlow decodes,
+            size equal to the XML's, decodes whole: `records.check_image_file`) so that bad files
+            never reach the pipeline.
     """
     if isinstance(class_names, str) and class_names != "auto":
         raise ValueError(f"read_voc: class_names must be a list of names or 'auto', got {class_names!r}")
