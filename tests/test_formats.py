@@ -143,9 +143,10 @@ def test_csv_bad_input(tmp_path):
         p.write_text("fn,bbox,clas\n" + row + "\n")
         with pytest.raises(ValueError, match=msg):
             read_csv(p, images_dir=imgs, class_names=VOC_CLASSES)
-    p.write_text("fn,bbox,clas\n" + "\n".join(cases) + "\nimg_a.jpg,0 0 23 31,11\n")
+    # Skipped, counted per image (rows naming one file are one image).
+    p.write_text("fn,bbox,clas\n" + "\n".join(cases) + "\nimg_empty.jpg,0 0 23 31,11\n")
     data = read_csv(p, images_dir=imgs, class_names=VOC_CLASSES, on_error="skip")
-    assert len(data.skipped) == len(cases) and len(data) == 1
+    assert len(data.skipped) == len({row.split(",")[0] for row in cases}) and len(data) == 1
     assert data.records[0].classes.tolist() == [11]  # integer labels are ids
     # The last row of pixels is a box; ids without names are not guessed.
     p.write_text("fn,bbox,clas\nimg_a.jpg,47 0 47 31,dog\n")
@@ -163,3 +164,30 @@ def test_csv_as_spreadsheets_write_it(tmp_path):
     p.write_text("fn,bbox,clas\n")
     with pytest.raises(ValueError, match="x.csv: no data rows under the header"):
         read_csv(p, images_dir=imgs)
+
+
+def test_csv_rows_naming_the_same_file_are_one_image(tmp_path):
+    """One row per object (other tools' form) reads as the lecture's one row per image; as
+    separate records an image would leak into the held-out part with its other objects missing."""
+    imgs = os.path.join(FIX, "voc", "VOC2007", "JPEGImages")
+    one_per_object = tmp_path / "objects.csv"
+    one_per_object.write_text("fn,bbox,clas\nimg_a.jpg,0 0 23 31,mug\nimg_a.jpg,8 16 47 63,spoon\n")
+    one_per_image = tmp_path / "images.csv"
+    one_per_image.write_text("fn,bbox,clas\nimg_a.jpg,0 0 23 31 8 16 47 63,mug spoon\n")
+    a, b = read_csv(one_per_object, images_dir=imgs), read_csv(one_per_image, images_dir=imgs)
+    assert len(a) == len(b) == 1
+    np.testing.assert_array_equal(a.records[0].boxes, b.records[0].boxes)
+    assert list(a.records[0].classes) == list(b.records[0].classes) == [0, 1]
+
+
+def test_json_category_names_numbers_and_repeats(tmp_path):
+    d = json.load(open(os.path.join(FIX, "lesson.json")))
+    d["categories"] = [{"id": 12, "name": 5}, {"id": 15, "name": "mug"}]
+    bad = tmp_path / "cats.json"
+    bad.write_text(json.dumps(d))
+    imgs = os.path.join(FIX, "voc", "VOC2007", "JPEGImages")
+    assert read_coco_json(bad, images_dir=imgs).class_names == ("5", "mug")  # a number names a class too
+    d["categories"] = [{"id": 12, "name": "mug"}, {"id": 15, "name": "mug"}]
+    bad.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match=r"cats.json: categories \[12, 15\] share the name 'mug'"):
+        read_coco_json(bad, images_dir=imgs)

@@ -80,3 +80,17 @@ def test_check_image_file_asks_tensorflows_decoder(tmp_path):
         assert im.size == (64, 48)  # the header still reads
     assert check_image_file(str(tmp_path / "mid.jpg")) == (
         "TensorFlow cannot decode it (jpeg::Uncompress failed. Invalid JPEG data or crop window.)")
+
+
+def test_check_image_file_names_an_image_too_large_to_decode(tmp_path):
+    """A PNG header claiming 20000 x 20000 pixels: PIL's decompression-bomb guard, not an OSError."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    assert check_image_file(str(bomb)).startswith("too large to decode safely (Image size (400000000 pixels)")

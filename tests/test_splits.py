@@ -59,7 +59,7 @@ def test_voc_without_the_val_images_falls_back_to_a_fraction(tmp_path):
     assert has_split(f"voc:{root}", "train") and not has_split(f"voc:{root}", "val")
     train, val, record = load_train_val(f"voc:{root}", val_fraction=0.2)
     assert record["val"]["kind"] == "fraction" and len(val) > 0
-    with pytest.raises(ValueError, match="has no split 'val'"):
+    with pytest.raises(ValueError, match="val.txt lists no image whose annotation is in Annotations/"):
         load_train_val(f"voc:{root}", val_split="val")
 
 
@@ -70,3 +70,30 @@ def test_held_out_needs_a_record_for_that_source():
     with pytest.raises(ValueError, match="it was trained on 'voc:/x'"):
         held_out("shapes", record)
     assert os.path.isdir(SAMPLE_VOC)
+
+
+def test_a_byte_order_mark_in_a_split_list_is_not_part_of_an_id(tmp_path):
+    root = tmp_path / "VOC2007"
+    shutil.copytree(SAMPLE_VOC, root)
+    main = root / "ImageSets" / "Main"
+    ids = (main / "train.txt").read_text().split()
+    (main / "train.txt").write_bytes(("\ufeff" + "\r\n".join(ids) + "\r\n").encode("utf-8"))  # Notepad's way
+    train, _, _ = load_train_val(f"voc:{root}", val_fraction=0.2)
+    assert len(train) + round(0.2 * len(ids)) == len(ids)
+    (main / "train.txt").write_text("")
+    with pytest.raises(ValueError, match=r"train.txt lists no image whose annotation is in Annotations/"):
+        load_train_val(f"voc:{root}")
+
+
+def test_no_image_left_to_train_on_says_why(tmp_path):
+    from ssd_keras.data import load_source, write_csv
+
+    data = load_source(f"voc:{SAMPLE_VOC}", split="train")
+    data.records = data.records[:3]
+    csv = tmp_path / "d.csv"
+    write_csv(data, csv)
+    for r in data.records:
+        os.remove(r.path) if str(r.path).startswith(str(tmp_path)) else None
+    csv.write_text(csv.read_text().replace("JPEGImages", "nowhere"))
+    with pytest.raises(ValueError, match=r"no images to train on; all 3 were skipped \(e.g. .*image file missing\)"):
+        load_train_val(f"csv:{csv}", reader_kwargs={"on_error": "skip"})

@@ -17,7 +17,8 @@ CSV (`csv:PATH`): the lecture's `fn,bbox` files plus a class column::
 `bbox` holds 4 numbers per object, the course's `hw_bb` convention: 0-based inclusive pixel
 `(top, left, bottom, right)`, so relative = `(top/H, left/W, (bottom+1)/H, (right+1)/W)`.
 The class column (`clas`, `class`, `classes`, `cat` or `label`) holds one name per box,
-space-separated. Image sizes come from the image headers.
+space-separated. Rows naming the same file are one image (one row per object reads as one row
+per image). Image sizes come from the image headers.
 """
 
 from __future__ import annotations
@@ -70,8 +71,12 @@ def read_coco_json(json_path, images_dir=None, keep_difficult=True, use_ignore=T
         names = [str(c["name"]) for c in cats]
     except (KeyError, TypeError) as e:
         raise ValueError(f"{json_path}: every category needs an 'id' and a 'name' ({type(e).__name__}: {e})") from None
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"{json_path}: categories {[c['id'] for c in cats if str(c['name']) == repeated[0]]} "
+                         f"share the name {repeated[0]!r}; class names must be unique")
     class_names = VOC_CLASSES if sorted(names) == sorted(VOC_CLASSES) else tuple(names)
-    cat_to_id = {c["id"]: class_names.index(c["name"]) for c in cats}
+    cat_to_id = {c["id"]: class_names.index(name) for c, name in zip(cats, names)}
 
     policy = ErrorPolicy(on_error)
     image_ids = {img.get("id") for img in data["images"]}
@@ -169,14 +174,22 @@ def read_csv(csv_path, images_dir=None, class_names=None, on_error="raise") -> D
     class_names = tuple(class_names)
     cls_id = {c: i for i, c in enumerate(class_names)}
 
+    # One row per image (the lecture's form) or one per object: rows naming the same file are
+    # one image, else it would train as several one-object images and leak into the held-out part.
+    images = {}  # fn -> (first line, bbox texts, labels)
+    for line, (row, labs) in enumerate(zip(rows, labels), start=2):
+        _, texts, image_labels = images.setdefault(row["fn"], (line, [], []))
+        texts.append(row["bbox"] or "")
+        image_labels.extend(labs)
     policy = ErrorPolicy(on_error)
     records = []
-    for line, (row, labs) in enumerate(zip(rows, labels), start=2):
-        where = f"{csv_path}:{line} ({row['fn']})"
+    for fn, (line, texts, labs) in images.items():
+        where = f"{csv_path}:{line} ({fn})"
+        bbox_text = " ".join(texts)
         try:
-            nums = np.array([float(v) for v in (row["bbox"] or "").split()], np.float64)
+            nums = np.array([float(v) for v in bbox_text.split()], np.float64)
         except ValueError:
-            policy.problem(where, f"non-numeric bbox {row['bbox']!r}")
+            policy.problem(where, f"non-numeric bbox {bbox_text!r}")
             continue
         if len(nums) % 4 or len(nums) // 4 != len(labs):
             policy.problem(where, f"{len(nums)} bbox numbers for {len(labs)} class labels (need 4 per label)")
@@ -189,7 +202,7 @@ def read_csv(csv_path, images_dir=None, class_names=None, on_error="raise") -> D
         if any(not 0 <= i < len(class_names) for i in ids):
             policy.problem(where, f"class id out of range 0..{len(class_names) - 1}")
             continue
-        path = os.path.join(images_dir, row["fn"])
+        path = os.path.join(images_dir, fn)
         problem = check_image_file(path)  # always: the image header gives the size
         if problem:
             policy.problem(path, problem)
@@ -204,7 +217,7 @@ def read_csv(csv_path, images_dir=None, class_names=None, on_error="raise") -> D
             policy.problem(where, problem)
             continue
         boxes = (tlbr + np.array([0, 0, 1, 1])) / np.array([h, w, h, w])
-        records.append(Record(image_id=os.path.splitext(os.path.basename(row["fn"]))[0], path=path,
+        records.append(Record(image_id=os.path.splitext(os.path.basename(fn))[0], path=path,
                               boxes=np.clip(boxes, 0, 1), classes=ids, difficult=np.zeros(len(ids), bool),
                               width=w, height=h))
     policy.finish(f"read_csv({csv_path})")

@@ -208,6 +208,8 @@ def check_image_file(path: str, expect_size=None) -> str | None:
             fmt, (w, h) = im.format, im.size
     except (UnidentifiedImageError, OSError) as e:
         return f"not a readable image ({e.__class__.__name__}: {e})"
+    except Image.DecompressionBombError as e:  # not an OSError; a header claiming ~20000 x 20000
+        return f"too large to decode safely ({e})"
     if fmt not in TF_IMAGE_FORMATS:
         return f"a {fmt} image; TensorFlow decodes only JPEG, PNG, GIF, BMP and WebP (convert it)"
     if fmt == "JPEG":

@@ -46,7 +46,7 @@ def has_split(spec, split):
         return False
     # A devkit copy may list a split whose images it does not hold (e.g. the train images only,
     # with the genuine val.txt): the split counts only if some of its annotations are there.
-    with open(list_file) as f:
+    with open(list_file, encoding="utf-8-sig") as f:  # a byte-order mark is not part of an id
         ids = [line.split()[0] for line, _ in zip(f, range(50)) if line.strip()]
     return any(os.path.isfile(os.path.join(root, "Annotations", f"{i}.xml")) for i in ids)
 
@@ -57,6 +57,10 @@ def _check_split(spec, split, flag):
         if kind in SINGLE_SET:
             raise ValueError(f"{flag}: a {kind} file is one set of images and has no split {split!r}; "
                              "use --val-fraction to hold out part of it")
+        list_file = os.path.join(find_voc_root(spec.split(":", 1)[1]), "ImageSets", "Main", f"{split}.txt") \
+            if kind == "voc" else None
+        if list_file and os.path.isfile(list_file):
+            raise ValueError(f"{flag}: {list_file} lists no image whose annotation is in Annotations/")
         raise ValueError(f"{flag}: {spec} has no split {split!r}")
 
 
@@ -90,6 +94,10 @@ def load_train_val(spec, train_split="train", val_split="auto", val_fraction=0.1
     reader_kwargs = dict(reader_kwargs or {})
     val_kwargs = dict(reader_kwargs if val_reader_kwargs is None else val_reader_kwargs)
     data = load_source(spec, split=train_split, **reader_kwargs)
+    if not len(data):
+        skipped = getattr(data, "skipped", None) or []
+        raise ValueError(f"{spec}: no images to train on" + (
+            f"; all {len(skipped)} were skipped (e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""))
     if val_split == "none":
         return data, None, dict(record, val={"kind": "none"})
     if val_split == "fraction":

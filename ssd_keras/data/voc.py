@@ -159,7 +159,7 @@ def read_voc(root, split="trainval", keep_difficult=True, class_names=VOC_CLASSE
             main = os.path.join(voc, "ImageSets", "Main")
             have = sorted(f[:-4] for f in os.listdir(main) if f.endswith(".txt") and "_" not in f) if os.path.isdir(main) else []
             raise FileNotFoundError(f"{list_file}: no such image set; available: {have} (or split=None for all XML)")
-        with open(list_file) as f:
+        with open(list_file, encoding="utf-8-sig") as f:  # a byte-order mark is not part of an id
             ids = [line.split()[0] for line in f if line.strip()]
     parsed = []  # parse everything first: "auto" class names depend on all of them
     for image_id in ids:
