@@ -428,8 +428,10 @@ def _cli_words(error):
 def _check_grids_reachable(backbone, image_size, grids):
     """Fail on `--grids` before the data is read (VOC takes a while), not after.
 
-    The body's map size is read off a body built without weights, before the seed is set and
-    with the session cleared after, so the detector built later is the same as without it.
+    The body's map size is read off a body built without weights, before the seed is set, and
+    the Keras session is cleared after it (layer names and the random state the detector is
+    then built from do not see it; a global dtype policy set before would be reset too, which
+    is why it runs before `--mixed-precision` sets one).
     """
     import keras
 

@@ -23,6 +23,7 @@ COMMANDS = ["demo", "train", "evaluate", "predict", "export"]
 
 # Outputs that cannot be written: checked before any work (the model named does not exist).
 A_FILE, A_DIR = str(Path(__file__).resolve()), str(Path(__file__).resolve().parent)
+A_DIR_TFLITE = str(Path(__file__).resolve().parent / "fixtures" / "folder.tflite")  # a folder, kept in git
 
 
 def run_cli(argv):
@@ -106,6 +107,8 @@ def test_user_error_through_python_dash_m_is_a_message_not_a_traceback(tmp_path)
     (["evaluate", "--model", "m.keras", "--json", A_DIR], f"argument --json: {A_DIR} is a folder; --json names a file"),
     (["predict", "--model", "m.keras", "x.jpg", "--out", A_FILE], f"argument --out: {A_FILE} is a file"),
     (["export", "--model", "m.keras", "--out", A_FILE], f"argument --out: {A_FILE} is a file"),
+    (["export", "--model", "m.keras", "--format", "tflite", "--out", A_DIR_TFLITE],
+     f"argument --out: {A_DIR_TFLITE} is a folder; --out names a file"),
     (["train", "--data", "imagenet"], "argument --data: unknown data source 'imagenet'"),
     (["train", "--data", "voc"], "argument --data: unknown data source 'voc'"),
     (["train", "--classes", "mug,spoon"], "argument --classes: a shapes source names its own classes"),

@@ -80,10 +80,11 @@ def test_json_bad_input(tmp_path):
     (lambda d: d["images"][0].update(width=None), r"images\[0\]\): an image needs file_name, and width and height"),
     (lambda d: d["images"][0].update(height=0), r"images\[0\]\): an image needs file_name"),
     (lambda d: d["annotations"][0].update(bbox=[0, 0, 32]), r"img_a.jpg\): bbox must be 4 numbers \[x, y, width, height\], got \[0, 0, 32\]"),
-    (lambda d: d["annotations"][0].update(bbox=[0, 0, "32", 24]), r"bbox must be 4 numbers"),
+    (lambda d: d["annotations"][0].update(bbox=[0, 0, "wide", 24]), r"bbox must be 4 numbers"),
     # ids as strings on one side and numbers on the other: nothing would match, silently.
     (lambda d: [a.update(image_id=str(a["image_id"])) for a in d["annotations"]],
-     r"bad.json: 2 annotation\(s\) refer to an image_id that no image has \(e.g. '1'; image ids look like 1\)"),
+     r"bad.json: 2 annotation\(s\) refer to an image_id that no image has \(e.g. '1'; image ids look like 1\); "
+     r"no image would have an object"),
 ])
 def test_json_malformed_fields_are_named(tmp_path, change, message):
     d = json.load(open(os.path.join(FIX, "lesson.json")))
@@ -143,10 +144,14 @@ def test_csv_bad_input(tmp_path):
         p.write_text("fn,bbox,clas\n" + row + "\n")
         with pytest.raises(ValueError, match=msg):
             read_csv(p, images_dir=imgs, class_names=VOC_CLASSES)
-    # Skipped, counted per image (rows naming one file are one image).
+    # Skipped: each bad row, then each bad image among the rest (img_a's bad rows already drop it,
+    # so its box problems are not reached).
     p.write_text("fn,bbox,clas\n" + "\n".join(cases) + "\nimg_empty.jpg,0 0 23 31,11\n")
     data = read_csv(p, images_dir=imgs, class_names=VOC_CLASSES, on_error="skip")
-    assert len(data.skipped) == len({row.split(",")[0] for row in cases}) and len(data) == 1
+    assert [reason.split(" (")[0].split(" '")[0] for _, reason in data.skipped] == [
+        "3 bbox numbers for 1 class labels", "unknown class name", "non-numeric bbox",
+        "image file is empty", "truncated JPEG", "image file missing"]
+    assert len(data) == 1
     assert data.records[0].classes.tolist() == [11]  # integer labels are ids
     # The last row of pixels is a box; ids without names are not guessed.
     p.write_text("fn,bbox,clas\nimg_a.jpg,47 0 47 31,dog\n")
@@ -176,6 +181,14 @@ def test_csv_rows_naming_the_same_file_are_one_image(tmp_path):
     one_per_image.write_text("fn,bbox,clas\nimg_a.jpg,0 0 23 31 8 16 47 63,mug spoon\n")
     a, b = read_csv(one_per_object, images_dir=imgs), read_csv(one_per_image, images_dir=imgs)
     assert len(a) == len(b) == 1
+    # Each row is checked alone: 8 numbers for 1 label, then 0 for 1, is not 8 for 2.
+    odd = tmp_path / "odd.csv"
+    odd.write_text("fn,bbox,clas\nimg_a.jpg,0 0 23 31 8 16 47 63,mug\nimg_a.jpg,,spoon\n")
+    with pytest.raises(ValueError, match=r"odd.csv:2 \(img_a.jpg\): 8 bbox numbers for 1 class labels"):
+        read_csv(odd, images_dir=imgs)
+    skipped = read_csv(odd, images_dir=imgs, on_error="skip")
+    assert len(skipped) == 0 and [w.split(": ")[0] for w, _ in skipped.skipped] == [f"{odd}:2 (img_a.jpg)",
+                                                                                     f"{odd}:3 (img_a.jpg)"]
     np.testing.assert_array_equal(a.records[0].boxes, b.records[0].boxes)
     assert list(a.records[0].classes) == list(b.records[0].classes) == [0, 1]
 
@@ -191,3 +204,19 @@ def test_json_category_names_numbers_and_repeats(tmp_path):
     bad.write_text(json.dumps(d))
     with pytest.raises(ValueError, match=r"cats.json: categories \[12, 15\] share the name 'mug'"):
         read_coco_json(bad, images_dir=imgs)
+
+
+def test_json_numeric_strings_and_a_subset_of_the_images(tmp_path, caplog):
+    d = json.load(open(os.path.join(FIX, "lesson.json")))
+    imgs = os.path.join(FIX, "voc", "VOC2007", "JPEGImages")
+    want = read_coco_json(os.path.join(FIX, "lesson.json"), images_dir=imgs)
+    d["annotations"][0]["bbox"] = [str(v) for v in d["annotations"][0]["bbox"]]  # numpy read these before
+    d["annotations"].append(dict(d["annotations"][1], id=3, image_id=99))  # an image left out of the file
+    path = tmp_path / "subset.json"
+    path.write_text(json.dumps(d))
+    with caplog.at_level("WARNING", logger="ssd_keras.data"):
+        got = read_coco_json(path, images_dir=imgs)
+    assert "1 annotation(s) refer to an image_id that no image has (e.g. 99" in caplog.text
+    assert not got.skipped
+    for a, b in zip(got.records, want.records):
+        np.testing.assert_array_equal(a.boxes, b.boxes)

@@ -71,6 +71,10 @@ def test_check_image_file_asks_tensorflows_decoder(tmp_path):
     for fmt in ("png", "bmp", "gif", "webp"):
         Image.open(ok).save(tmp_path / f"a.{fmt}")
         assert check_image_file(str(tmp_path / f"a.{fmt}")) is None, fmt
+    # A phone's multi-picture JPEG: PIL says MPO, TensorFlow decodes it as the JPEG it starts with.
+    Image.open(ok).save(tmp_path / "phone.jpg", format="MPO", save_all=True, append_images=[Image.open(ok)])
+    assert Image.open(tmp_path / "phone.jpg").format == "MPO"
+    assert check_image_file(str(tmp_path / "phone.jpg"), (64, 48)) is None
     # A zeroed Huffman table: the header and the end marker still read.
     data = bytearray(open(ok, "rb").read())
     dht = data.index(b"\xff\xc4")

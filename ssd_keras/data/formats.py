@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 
 import numpy as np
@@ -32,6 +33,8 @@ import numpy as np
 from ssd_keras.data.records import (VOC_CLASSES, DetectionData, ErrorPolicy, Record, check_image_file,
                                     class_names_for)
 from ssd_keras.data.voc import check_pixel_boxes
+
+log = logging.getLogger("ssd_keras.data")
 
 _CLASS_COLUMNS = ("clas", "class", "classes", "cat", "label", "labels")
 
@@ -83,10 +86,12 @@ def read_coco_json(json_path, images_dir=None, keep_difficult=True, use_ignore=T
     per_image, orphans = {}, []
     for a in data["annotations"]:
         (per_image.setdefault(a.get("image_id"), []) if a.get("image_id") in image_ids else orphans).append(a)
-    if orphans:  # e.g. ids written as strings on one side and numbers on the other
-        policy.problem(json_path, f"{len(orphans)} annotation(s) refer to an image_id that no image has "
-                                  f"(e.g. {orphans[0].get('image_id')!r}; image ids look like "
-                                  f"{next(iter(image_ids), None)!r})")
+    if orphans:
+        message = (f"{len(orphans)} annotation(s) refer to an image_id that no image has (e.g. "
+                   f"{orphans[0].get('image_id')!r}; image ids look like {next(iter(image_ids), None)!r})")
+        if len(orphans) == len(data["annotations"]):  # e.g. ids as strings on one side, numbers on the other
+            raise ValueError(f"{json_path}: {message}; no image would have an object")
+        log.warning("%s: %s; ignored (a subset of the images?)", json_path, message)
     records = []
     for i, img in enumerate(data["images"]):
         try:
@@ -103,11 +108,12 @@ def read_coco_json(json_path, images_dir=None, keep_difficult=True, use_ignore=T
         if unknown:
             policy.problem(where, f"unknown category_id {unknown[0]}")
             continue
-        bad = [a for a in anns if not _is_xywh(a.get("bbox"))]
-        if bad:
-            policy.problem(where, f"bbox must be 4 numbers [x, y, width, height], got {bad[0].get('bbox')!r}")
+        xywh = [_xywh(a.get("bbox")) for a in anns]
+        if None in xywh:
+            policy.problem(where, "bbox must be 4 numbers [x, y, width, height], got "
+                                  f"{anns[xywh.index(None)].get('bbox')!r}")
             continue
-        xywh = np.array([a["bbox"] for a in anns], np.float64).reshape(-1, 4)
+        xywh = np.array(xywh, np.float64).reshape(-1, 4)
         # Check in VOC terms so that both readers accept and reject the same boxes.
         problem = check_pixel_boxes(np.stack([xywh[:, 0] + 1, xywh[:, 1] + 1, xywh[:, 0] + xywh[:, 2],
                                               xywh[:, 1] + xywh[:, 3]], 1), w, h)
@@ -133,9 +139,14 @@ def read_coco_json(json_path, images_dir=None, keep_difficult=True, use_ignore=T
     return DetectionData(records, tuple(class_names), name=f"coco:{json_path}", skipped=policy.skipped)
 
 
-def _is_xywh(bbox):
-    return (isinstance(bbox, (list, tuple)) and len(bbox) == 4
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox))
+def _xywh(bbox):
+    """A COCO bbox as 4 floats (numbers or numeric strings, as numpy read them before), or None."""
+    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or any(isinstance(v, bool) for v in bbox):
+        return None
+    try:
+        return [float(v) for v in bbox]
+    except (TypeError, ValueError):
+        return None
 
 
 def read_csv(csv_path, images_dir=None, class_names=None, on_error="raise") -> DetectionData:
@@ -176,32 +187,38 @@ def read_csv(csv_path, images_dir=None, class_names=None, on_error="raise") -> D
 
     # One row per image (the lecture's form) or one per object: rows naming the same file are
     # one image, else it would train as several one-object images and leak into the held-out part.
-    images = {}  # fn -> (first line, bbox texts, labels)
-    for line, (row, labs) in enumerate(zip(rows, labels), start=2):
-        _, texts, image_labels = images.setdefault(row["fn"], (line, [], []))
-        texts.append(row["bbox"] or "")
-        image_labels.extend(labs)
+    # Each row is checked alone (its numbers against its labels), then the image as a whole.
     policy = ErrorPolicy(on_error)
-    records = []
-    for fn, (line, texts, labs) in images.items():
-        where = f"{csv_path}:{line} ({fn})"
-        bbox_text = " ".join(texts)
+    images, bad = {}, set()  # fn -> (first line, boxes, class ids); fns with a bad row
+    for line, (row, labs) in enumerate(zip(rows, labels), start=2):
+        fn, where = row["fn"], f"{csv_path}:{line} ({row['fn']})"
+        problem = None
         try:
-            nums = np.array([float(v) for v in bbox_text.split()], np.float64)
+            nums = np.array([float(v) for v in (row["bbox"] or "").split()], np.float64)
         except ValueError:
-            policy.problem(where, f"non-numeric bbox {bbox_text!r}")
+            problem = f"non-numeric bbox {row['bbox']!r}"
+        else:
+            if len(nums) % 4 or len(nums) // 4 != len(labs):
+                problem = f"{len(nums)} bbox numbers for {len(labs)} class labels (need 4 per label)"
+            elif unknown := [n for n in labs if not n.lstrip("-").isdigit() and n not in cls_id]:
+                problem = f"unknown class name {unknown[0]!r} (known: {', '.join(class_names)})"
+            else:
+                ids = [int(n) if n.lstrip("-").isdigit() else cls_id[n] for n in labs]
+                if any(not 0 <= i < len(class_names) for i in ids):
+                    problem = f"class id out of range 0..{len(class_names) - 1}"
+        if problem:
+            policy.problem(where, problem)
+            bad.add(fn)
             continue
-        if len(nums) % 4 or len(nums) // 4 != len(labs):
-            policy.problem(where, f"{len(nums)} bbox numbers for {len(labs)} class labels (need 4 per label)")
+        _, parts, image_ids = images.setdefault(fn, (line, [], []))
+        parts.append(nums)
+        image_ids.extend(ids)
+    records = []
+    for fn, (line, parts, ids) in images.items():
+        if fn in bad:  # one bad row spoils the image: its other objects alone would be wrong
             continue
-        try:
-            ids = [int(n) if n.lstrip("-").isdigit() else cls_id[n] for n in labs]
-        except KeyError as e:
-            policy.problem(where, f"unknown class name {e.args[0]!r} (known: {', '.join(class_names)})")
-            continue
-        if any(not 0 <= i < len(class_names) for i in ids):
-            policy.problem(where, f"class id out of range 0..{len(class_names) - 1}")
-            continue
+        where = f"{csv_path}:{line} ({fn})"
+        nums = np.concatenate(parts)
         path = os.path.join(images_dir, fn)
         problem = check_image_file(path)  # always: the image header gives the size
         if problem:

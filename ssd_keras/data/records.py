@@ -181,7 +181,7 @@ class ErrorPolicy:
 
 
 #: What `tf.io.decode_image` (the pipeline's decoder) reads; PIL reads more (TIFF, ...).
-TF_IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
+TF_IMAGE_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP")  # MPO: a phone's multi-picture JPEG
 
 
 def check_image_file(path: str, expect_size=None) -> str | None:
@@ -212,7 +212,7 @@ def check_image_file(path: str, expect_size=None) -> str | None:
         return f"too large to decode safely ({e})"
     if fmt not in TF_IMAGE_FORMATS:
         return f"a {fmt} image; TensorFlow decodes only JPEG, PNG, GIF, BMP and WebP (convert it)"
-    if fmt == "JPEG":
+    if fmt in ("JPEG", "MPO"):
         with open(path, "rb") as f:
             f.seek(max(0, size - 32))
             tail = f.read()

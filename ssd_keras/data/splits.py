@@ -106,7 +106,10 @@ def load_train_val(spec, train_split="train", val_split="auto", val_fraction=0.1
             raise ValueError(f"--val-fraction {val_fraction} of {len(data)} image(s) holds out none; "
                              f"pass a larger --val-fraction, or --val-split none to train without one")
         train.skipped = val.skipped = data.skipped
-        return train, val, dict(record, val={"kind": "fraction", "fraction": val_fraction, "seed": seed})
+        # "of": how many images the cut was made from, so that `held_out` can tell when a re-read
+        # gives other images (files changed, or a reader that reads them differently).
+        return train, val, dict(record, val={"kind": "fraction", "fraction": val_fraction, "seed": seed,
+                                             "of": len(data)})
     _check_split(spec, val_split, "--val-split")
     if kind in ("voc", "csv"):  # the training split's names, not ones found again in val
         val_kwargs["class_names"] = data.class_names
@@ -131,6 +134,10 @@ def held_out(spec, record, **reader_kwargs):
     val = record["val"]
     if val["kind"] == "fraction":
         data = load_source(spec, split=record.get("train_split"), **reader_kwargs)
+        if val.get("of") is not None and val["of"] != len(data):
+            # The seeded cut of another list of images would hold out training images.
+            raise ValueError(f"--split held-out: {spec!r} now reads as {len(data)} images, but the held-out "
+                             f"part was cut from {val['of']}; it cannot be found again (use --split all)")
         return data.split(val["fraction"], seed=val["seed"])[0]
     if source_kind(spec) == "shapes" and val.get("count"):
         reader_kwargs.setdefault("count", val["count"])
