@@ -163,11 +163,16 @@ def plan_head(feature_size, grids, image_size=None, where="SSD head"):
 
     def fail(path):
         img = f" (image_size={image_size})" if image_size is not None else ""
+        reachable, s = [int(feature_size)], int(feature_size)
+        while s > 1:
+            s = (s + 1) // 2
+            reachable.append(s)
         raise GridsUnreachableError(
             f"{where}: the backbone's {feature_size}x{feature_size} feature map{img} cannot "
             f"reach anchors.grids={grids} by stride-2 convs (each maps s to ceil(s/2)): "
-            f"{' -> '.join(map(str, path))}. Use an image size whose feature map halves onto "
-            f"the grids (e.g. 224 for ResNet34, grids (4, 2, 1)) or change the grids."
+            f"{' -> '.join(map(str, path))}. This map reaches the grids {tuple(reachable)}: "
+            f"choose grids among them (coarsest last), or an image size whose map halves onto "
+            f"your grids (e.g. 224 for ResNet34 and grids (4, 2, 1))."
         )
 
     if feature_size is None:

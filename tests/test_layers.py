@@ -175,6 +175,9 @@ def test_head_errors_name_the_sizes():
         SSDMultiHead(3)(np.zeros((1, 5, 5, 8), "float32"))
     with pytest.raises(GridsUnreachableError, match=r"3x3 feature map .*image_size=96"):
         plan_head(3, (4, 2, 1), image_size=96)
+    # The grids the map can reach, to choose from: 5 -> 3 -> 2 -> 1.
+    with pytest.raises(GridsUnreachableError, match=r"This map reaches the grids \(5, 3, 2, 1\): choose grids"):
+        plan_head(5, (4, 2, 1))
     assert issubclass(GridsUnreachableError, ValueError)
     with pytest.raises(ValueError, match="one grid"):
         SSDHead(3, AnchorConfig())

@@ -75,6 +75,11 @@ def test_held_out_needs_a_record_for_that_source():
     record = {"data": "voc:/x", "train_split": "train", "val": {"kind": "fraction", "fraction": 0.1, "seed": 0}}
     with pytest.raises(ValueError, match="it was trained on 'voc:/x'"):
         held_out("shapes", record)
+    # Trained on all of a CSV: a CSV has no other split to name than all.
+    record = {"data": "csv:d.csv", "train_split": None, "val": {"kind": "none"}}
+    with pytest.raises(ValueError, match=r"of 'csv:d.csv' \(it was trained on all of it: --val-split none\); "
+                                         r"name a split instead \(--split all\)"):
+        held_out("csv:d.csv", record)
     assert os.path.isdir(SAMPLE_VOC)
 
 

@@ -127,10 +127,11 @@ def held_out(spec, record, **reader_kwargs):
     """
     if not record or record.get("data") != spec or record.get("val", {}).get("kind") in (None, "none"):
         trained_on = (record or {}).get("data")
-        raise ValueError(
-            f"--split held-out: the model records no held-out part of {spec!r}"
-            + (f" (it was trained on {trained_on!r})" if trained_on else "")
-            + "; name a split instead (e.g. --split val, test or all)")
+        why = (f" (it was trained on {trained_on!r})" if trained_on and trained_on != spec
+               else " (it was trained on all of it: --val-split none)" if trained_on else "")
+        splits = "--split all" if source_kind(spec) in SINGLE_SET else "e.g. --split val, test or all"
+        raise ValueError(f"--split held-out: the model records no held-out part of {spec!r}{why}; "
+                         f"name a split instead ({splits})")
     val = record["val"]
     if val["kind"] == "fraction":
         data = load_source(spec, split=record.get("train_split"), **reader_kwargs)
