@@ -84,7 +84,7 @@ def decode_detections(
     """
     anchors = AnchorConfig.coerce(anchors)
     y_pred = _check_y_pred(y_pred, anchors, "decode_detections")
-    max_detections, max_per_class = _check_settings(iou_threshold, max_detections, max_per_class)
+    max_detections, max_per_class = _check_settings(iou_threshold, max_detections, max_per_class, score_threshold)
     boxes, scores = boxes_and_scores(y_pred, anchors)
     # q = 1: the same box for every class (combined NMS also takes per-class boxes).
     nms = tf.image.combined_non_max_suppression(
@@ -108,9 +108,11 @@ def decode_detections(
     }
 
 
-def _check_settings(iou_threshold, max_detections, max_per_class=None):
+def _check_settings(iou_threshold, max_detections, max_per_class=None, score_threshold=0.0):
     if not 0.0 <= iou_threshold <= 1.0:
         raise ValueError(f"decode: iou_threshold must be in [0, 1], got {iou_threshold}")
+    if not 0.0 <= score_threshold < 1.0:  # scores are sigmoids; NaN fails too
+        raise ValueError(f"decode: score_threshold must be in [0, 1), got {score_threshold}")
     max_detections = int(max_detections)
     max_per_class = max_detections if max_per_class is None else int(max_per_class)
     if max_detections < 1 or max_per_class < 1:
@@ -136,7 +138,10 @@ def decode_detections_builtin_nms(y_pred, anchors, score_threshold=EVAL_SCORE_TH
     """
     anchors = AnchorConfig.coerce(anchors)
     y_pred = _check_y_pred(y_pred, anchors, "decode_detections_builtin_nms")
-    max_detections, max_per_class = _check_settings(iou_threshold, max_detections, max_per_class)
+    if y_pred.shape[0] is not None and y_pred.shape[0] != 1:  # it decodes y_pred[0] only
+        raise ValueError(f"decode_detections_builtin_nms: one image per call (TFLite's builtin NMS), "
+                         f"got a batch of {y_pred.shape[0]}; use decode_detections for batches")
+    max_detections, max_per_class = _check_settings(iou_threshold, max_detections, max_per_class, score_threshold)
     boxes, scores = boxes_and_scores(y_pred[0], anchors)
     num_classes = y_pred.shape[-1] - 5
     cand_boxes, cand_scores, cand_classes = [], [], []

@@ -27,6 +27,10 @@ def prepare_images(images, image_size):
     images = tf.convert_to_tensor(images)
     if images.shape.rank != 4 or (images.shape[-1] is not None and images.shape[-1] != 3):
         raise ValueError(f"detect: images must be [batch, height, width, 3] (RGB), got shape {images.shape}")
+    if images.shape[-1] is None:  # a graph traced for any shape: check when it runs
+        with tf.control_dependencies([tf.debugging.assert_equal(
+                tf.shape(images)[-1], 3, message="detect: images must be [batch, height, width, 3] (RGB)")]):
+            images = tf.identity(images)
     x = tf.cast(images, tf.float32)
     if image_size is not None and tuple(x.shape[1:3]) != (image_size, image_size):
         x = tf.image.resize(x, (image_size, image_size))

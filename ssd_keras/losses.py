@@ -108,6 +108,8 @@ class SSDLoss(keras.losses.Loss):
             raise ValueError(f"SSDLoss: num_classes must be a positive integer, got {num_classes!r}")
         self.num_classes = int(num_classes)
         self.pos_threshold = float(pos_threshold)
+        if not 0.0 <= self.pos_threshold <= 1.0:  # NaN too: no anchor would ever be positive
+            raise ValueError(f"SSDLoss: pos_threshold must be in [0, 1] (the lesson: 0.4), got {pos_threshold!r}")
         self.focal = parse_focal(focal)
         self.validate = bool(validate)
         self.last_components = None  # set by call(); see SSDDetector.compute_loss
@@ -127,6 +129,11 @@ class SSDLoss(keras.losses.Loss):
         self._check_shapes(y_true, y_pred)
         if self.validate and in_xla_context() is not True:  # XLA drops Assert ops
             y_true = self._check_values(y_true)
+            if None in (y_true.shape[0], y_pred.shape[0]):  # batch sizes known only when it runs
+                with tf.control_dependencies([tf.debugging.assert_equal(
+                        tf.shape(y_true)[0], tf.shape(y_pred)[0],
+                        message="SSDLoss: y_true and y_pred hold different numbers of images")]):
+                    y_true = tf.identity(y_true)
         if not self.fuse_with_xla:
             return self._parts(y_true, y_pred)
         fused = self.__dict__.get("_xla_parts")
@@ -216,6 +223,9 @@ class SSDLoss(keras.losses.Loss):
                     f"SSDLoss: y_pred has {y_pred.shape[1]} anchors but anchors.num_anchors is {a} "
                     f"({self.anchors!r}); the head and the loss need the same AnchorConfig"
                 )
+        if y_true.shape.rank == 3 and y_pred.shape.rank == 3 and None not in (y_true.shape[0], y_pred.shape[0]) \
+                and y_true.shape[0] != y_pred.shape[0]:  # one image's targets would broadcast over all
+            raise ValueError(f"SSDLoss: y_true has {y_true.shape[0]} images but y_pred {y_pred.shape[0]}")
         if y_true.shape.rank is not None and (
             y_true.shape.rank != 3 or (y_true.shape[-1] is not None and y_true.shape[-1] != 5)
         ):

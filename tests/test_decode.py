@@ -157,3 +157,9 @@ def test_errors():
         decode_detections(np.zeros((16, 8), "float32"), AnchorConfig.single_grid(4))
     with pytest.raises(ValueError, match="iou_threshold"):
         decode_detections(np.zeros((1, 16, 8), "float32"), AnchorConfig.single_grid(4), iou_threshold=1.5)
+    for bad in (1.5, 1.0, float("nan"), -0.1):
+        with pytest.raises(ValueError, match=r"score_threshold must be in \[0, 1\)"):
+            decode_detections(np.zeros((1, 16, 8), "float32"), AnchorConfig.single_grid(4), score_threshold=bad)
+    # TFLite's builtin NMS decodes one image; a batch would lose all but the first, silently.
+    with pytest.raises(ValueError, match="one image per call .* got a batch of 2"):
+        decode_detections_builtin_nms(np.zeros((2, 16, 8), "float32"), AnchorConfig.single_grid(4))

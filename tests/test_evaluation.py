@@ -252,6 +252,9 @@ def test_bad_input_errors_name_the_argument():
         evaluate_detections([_det([BOX_A], [1, 2], [0])], gts, 1)
     with pytest.raises(ValueError, match=r"ground_truths\[0\].*NaN"):
         evaluate_detections([_det([BOX_A], [1], [0])], [_gt([[np.nan] * 4], [0])], 1)
+    for bad in (1.5, 0.0, -1.0, float("nan"), "0.5"):
+        with pytest.raises(ValueError, match=r"iou_threshold must be in \(0, 1\]"):
+            evaluate_detections([_det([BOX_A], [1], [0])], gts, 1, iou_threshold=bad)
 
 
 def test_padding_rows_are_dropped():

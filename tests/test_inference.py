@@ -95,6 +95,13 @@ def test_bad_images_are_named(tiny, tmp_path):
     results, skipped = detect_files(detector, [bad, tmp_path / "missing.jpg"], on_error="skip")
     assert results == [] and [s[0] for s in skipped] == [str(bad), str(tmp_path / "missing.jpg")]
     assert skipped[1][1] == "file not found"
+    # A function traced for any shape (a second image size retraces it so) checks the channels
+    # when it runs, instead of failing inside the first convolution.
+    run = detection_function(detector)
+    run(np.zeros((1, 64, 64, 3), np.uint8))
+    run(np.zeros((1, 32, 32, 3), np.uint8))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"detect: images must be \[batch, height, width, 3\]"):
+        run(np.zeros((1, 48, 48, 1), np.uint8))
     # TensorFlow's reason, without its function-node and op decorations.
     assert skipped[0][1].startswith("not a readable image (") and "function_node" not in skipped[0][1]
     assert "[Op:" not in skipped[0][1]

@@ -321,6 +321,9 @@ def test_bad_shapes(y_true_shape, y_pred_shape, match):
         (dict(loc_weight=0), "loc_weight must be a finite number > 0"),
         (dict(loc_weight=float("nan")), "loc_weight must be a finite number > 0"),
         (dict(loc_weight="20"), "loc_weight must be a finite number > 0"),
+        (dict(pos_threshold=float("nan")), r"pos_threshold must be in \[0, 1\]"),
+        (dict(pos_threshold=-1.0), r"pos_threshold must be in \[0, 1\]"),
+        (dict(pos_threshold=2.0), r"pos_threshold must be in \[0, 1\]"),
     ],
 )
 def test_bad_arguments(kwargs, match):
@@ -328,3 +331,15 @@ def test_bad_arguments(kwargs, match):
     args.update(kwargs)
     with pytest.raises((ValueError, TypeError), match=match):
         SSDLoss(**args)
+
+
+def test_y_true_for_another_number_of_images_is_refused():
+    """One image's targets must not broadcast over a batch of predictions."""
+    loss = SSDLoss(AnchorConfig.single_grid(4), 3)
+    y_pred = np.zeros((2, 16, 8), np.float32)
+    with pytest.raises(ValueError, match="y_true has 1 images but y_pred 2"):
+        loss(GOOD, y_pred)
+    graph = tf.function(loss.__call__, input_signature=[tf.TensorSpec([None, None, 5]), tf.TensorSpec([None, 16, 8])])
+    graph(tf.constant(np.repeat(GOOD, 2, axis=0)), y_pred)  # fine
+    with pytest.raises(tf.errors.InvalidArgumentError, match="y_true and y_pred hold different numbers of images"):
+        graph(tf.constant(GOOD), y_pred)

@@ -133,6 +133,15 @@ def test_bad_records_raise_clearly(shapes):
     nothing = Record("none", None, np.zeros((0, 4)), [], [], 8, 8)
     with pytest.raises(ValueError, match="neither a path nor image"):
         make_dataset([nothing], 8, 1)
+    # In-memory pixels a uint8 cast would change: floats in [0, 1] (black), > 255 (wrapped), NaN.
+    for pixels, hint in ((0.5, "multiply by 255"), (300.0, "values in"), (np.nan, "values in")):
+        floats = Record("f", None, np.zeros((0, 4)), [], [], 8, 8, image=np.full((8, 8, 3), pixels))
+        with pytest.raises(ValueError, match=rf"record 'f': in-memory images must hold whole numbers 0–255.*{hint}"):
+            make_dataset([floats], 8, 1)
+    whole = Record("w", None, np.zeros((0, 4)), [], [], 8, 8, image=np.full((8, 8, 3), 200.0))
+    assert float(next(iter(make_dataset([whole], 8, 1)))[0].numpy().max()) == 200.0
+    with pytest.raises(ValueError, match=r"augment must be None or a list of transforms .*augmentations_by_name\('flip'\)"):
+        make_dataset(shapes, 8, 1, augment="flip")
 
 
 def test_mixed_sources_and_bytes(voc, shapes):
@@ -154,8 +163,8 @@ def test_in_memory_images_are_read_in_place():
     x, _ = _all(ds)
     assert (x[1] == 7).all()
     np.testing.assert_array_equal(x[0], recs[0].image.astype(np.float32))
-    # Non-uint8 arrays are converted as before (truncated to uint8).
-    rec = Record("f", None, np.zeros((0, 4)), [], [], 8, 8, image=np.full((8, 8, 3), 3.7))
+    # Non-uint8 arrays of whole numbers 0-255 are converted; others are refused (test above).
+    rec = Record("f", None, np.zeros((0, 4)), [], [], 8, 8, image=np.full((8, 8, 3), 3, np.int64))
     x, _ = next(iter(make_dataset([rec], 8, 1, max_boxes=1)))
     assert (x.numpy() == 3).all()
     bad = Record("g", None, np.zeros((0, 4)), [], [], 8, 8, image=np.zeros((8, 8)))

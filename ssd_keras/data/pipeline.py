@@ -75,6 +75,22 @@ def _is_generated(records) -> bool:
     return all(hasattr(records, a) for a in ("example", "image_shape", "max_objects"))
 
 
+def _as_uint8(image, record):
+    """An in-memory image as uint8, refusing values a cast would change: float images in [0, 1]
+    (they would come out black), values outside 0–255 (they would wrap), NaN."""
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == bool or not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
+        raise ValueError(f"make_dataset: record {record.image_id!r}: in-memory images must be uint8 0–255, "
+                         f"got dtype {image.dtype}")
+    if image.size and not (np.all(np.isfinite(image)) and image.min() >= 0 and image.max() <= 255
+                           and np.all(image == np.round(image))):
+        raise ValueError(f"make_dataset: record {record.image_id!r}: in-memory images must hold whole "
+                         f"numbers 0–255 (uint8), got {image.dtype} values in [{image.min()}, {image.max()}]"
+                         f"{' (floats in [0, 1]? multiply by 255)' if image.max() <= 1 else ''}")
+    return image.astype(np.uint8)
+
+
 def make_dataset(records, image_size, batch_size, max_boxes=None, augment=None, shuffle=False,
                  seed=None, resize="squash", repeat=False, drop_remainder=False, min_box_size=1e-3,
                  num_parallel_calls=AUTOTUNE, prefetch=AUTOTUNE) -> tf.data.Dataset:
@@ -113,6 +129,9 @@ def make_dataset(records, image_size, batch_size, max_boxes=None, augment=None, 
         raise ValueError(f"make_dataset: image_size and batch_size must be positive, got {image_size}, {batch_size}")
     if max_boxes is not None and max_boxes < 1:
         raise ValueError(f"make_dataset: max_boxes must be >= 1, got {max_boxes}")
+    if isinstance(augment, str) or not all(callable(a) for a in (augment or [])):
+        raise ValueError(f"make_dataset: augment must be None or a list of transforms (e.g. "
+                         f"ssd_keras.data.augment.augmentations_by_name({augment!r}) for a name), got {augment!r}")
     image_size, batch_size = int(image_size), int(batch_size)
     make_items = _generated_items if _is_generated(records) else _record_items
     items, gather, fetch, max_boxes = make_items(records, max_boxes)
@@ -245,7 +264,7 @@ def _record_items(records, max_boxes):
         if len(shape) != 3 or shape[-1] != 3:
             raise ValueError(f"make_dataset: in-memory images must be uint8 [H, W, 3], got {shape}")
         # References to the records' arrays, not a copy (uint8 ones, i.e. all of `shapes`).
-        arrays = [a if a.dtype == np.uint8 else a.astype(np.uint8) for a in arrays]
+        arrays = [a if a.dtype == np.uint8 else _as_uint8(a, r) for a, r in zip(arrays, records)]
         source = np.arange(n)
 
         def take(idx):  # a chunk of images, stacked: memory O(chunk)
@@ -267,7 +286,7 @@ def _record_items(records, max_boxes):
             if isinstance(r.image, bytes):
                 return r.image, False
             if isinstance(r.image, np.ndarray):  # mixed sizes: encode once here
-                return tf.io.encode_png(np.asarray(r.image, np.uint8)).numpy(), False
+                return tf.io.encode_png(_as_uint8(r.image, r)).numpy(), False
             return r.path.encode(), True
 
         data, is_path = zip(*(to_bytes(r) for r in records))
