@@ -28,6 +28,8 @@ x2 / W` makes the two agree.
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from ssd_keras.boxes import jaccard
@@ -153,7 +155,7 @@ def evaluate_detections(
     num_classes = int(num_classes)
     if num_classes < 1:
         raise ValueError(f"evaluate_detections: num_classes must be >= 1, got {num_classes}")
-    if not isinstance(iou_threshold, (int, float)) or not 0.0 < iou_threshold <= 1.0:  # NaN too
+    if not isinstance(iou_threshold, numbers.Real) or not 0.0 < iou_threshold <= 1.0:  # NaN too
         raise ValueError(f"evaluate_detections: iou_threshold must be in (0, 1] (VOC: 0.5), got {iou_threshold!r}")
     detections, ground_truths = list(detections), list(ground_truths)
     if len(detections) != len(ground_truths):

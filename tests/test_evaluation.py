@@ -255,6 +255,7 @@ def test_bad_input_errors_name_the_argument():
     for bad in (1.5, 0.0, -1.0, float("nan"), "0.5"):
         with pytest.raises(ValueError, match=r"iou_threshold must be in \(0, 1\]"):
             evaluate_detections([_det([BOX_A], [1], [0])], gts, 1, iou_threshold=bad)
+    assert evaluate_detections([_det([BOX_A], [1], [0])], gts, 1, iou_threshold=np.float32(0.5))["map"] == pytest.approx(1.0)
 
 
 def test_padding_rows_are_dropped():
