@@ -250,6 +250,15 @@ class SSDDetector(keras.Model):
 
     # -- serialisation -------------------------------------------------------------------
 
+    def save(self, filepath, *args, **kwargs):
+        """`keras.Model.save`, refusing the legacy `.h5` format (Keras writes it with a warning,
+        and `ssd_keras.load_model` reads only the `.keras` files that hold the anchors and class
+        names). Weights alone: `save_weights("x.weights.h5")`."""
+        if str(filepath).endswith((".h5", ".hdf5")):
+            raise ValueError(f"SSDDetector.save: {filepath} is the legacy H5 format, which "
+                             f"ssd_keras.load_model does not read; save as .keras")
+        return super().save(filepath, *args, **kwargs)
+
     def get_config(self):
         backbone = self.backbone_name
         if backbone is None:

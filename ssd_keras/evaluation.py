@@ -87,6 +87,7 @@ def _as_image_detections(det, index, num_classes):
             f"detections[{index}]: boxes, scores and classes differ in length "
             f"({len(boxes)}, {len(scores)}, {len(classes)})"
         )
+    _check_ids(classes, f"detections[{index}]")
     keep = classes >= 0  # decode_detections pads with class -1
     boxes, scores, classes = boxes[keep], scores[keep], classes[keep].astype(np.int64)
     _check(boxes, scores, classes, f"detections[{index}]", num_classes)
@@ -110,10 +111,19 @@ def _as_image_ground_truth(gt, index, num_classes):
             f"ground_truths[{index}]: boxes, classes and difficult differ in length "
             f"({len(boxes)}, {len(classes)}, {len(difficult)})"
         )
+    _check_ids(classes, f"ground_truths[{index}]")
     keep = classes >= 0  # y_true padding rows
     boxes, classes, difficult = boxes[keep], classes[keep].astype(np.int64), difficult[keep]
     _check(boxes, None, classes, f"ground_truths[{index}]", num_classes)
     return boxes, classes, difficult
+
+
+def _check_ids(classes, name):
+    """Class ids are whole numbers, -1 for padding: 1.9 must not count as class 1, nor -5 vanish."""
+    classes = np.asarray(classes, np.float64)
+    bad = ~np.isfinite(classes) | (classes != np.round(classes)) | (classes < -1)
+    if bad.any():
+        raise ValueError(f"{name}: class ids must be integers >= 0 (-1 for padding), got {classes[bad][0]:g}")
 
 
 def _check(boxes, scores, classes, name, num_classes):

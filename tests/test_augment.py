@@ -133,3 +133,6 @@ def test_probability_and_config_round_trip():
         RandomFlip(p=2)
     with pytest.raises(ValueError, match="fill_mode"):
         RandomRotate(5, fill_mode="mirror")
+    for bad in (float("nan"), -10, 1e6):  # NaN blanked every image and dropped every box
+        with pytest.raises(ValueError, match=r"max_deg must be in \[0, 180\]"):
+            RandomRotate(bad)

@@ -111,3 +111,13 @@ def test_bad_settings_fail_at_construction():
     x, y = _batch(2)
     with pytest.raises(ValueError, match="exactly the keys 'boxes'"):
         d.evaluate(x, {"bboxes": y[..., :4], "classes": y[..., 4]}, verbose=0)
+
+
+def test_save_refuses_the_legacy_h5_format(detector, tmp_path):
+    with pytest.raises(ValueError, match=r"m.h5 is the legacy H5 format, which ssd_keras.load_model does not read; "
+                                         r"save as .keras"):
+        detector.save(tmp_path / "m.h5")
+    assert not (tmp_path / "m.h5").exists()
+    detector.save(tmp_path / "m.keras")
+    detector.save_weights(tmp_path / "m.weights.h5")  # weights alone stay Keras' business
+    assert {p.name for p in tmp_path.iterdir()} == {"m.keras", "m.weights.h5"}

@@ -256,6 +256,11 @@ def test_bad_input_errors_name_the_argument():
         with pytest.raises(ValueError, match=r"iou_threshold must be in \(0, 1\]"):
             evaluate_detections([_det([BOX_A], [1], [0])], gts, 1, iou_threshold=bad)
     assert evaluate_detections([_det([BOX_A], [1], [0])], gts, 1, iou_threshold=np.float32(0.5))["map"] == pytest.approx(1.0)
+    # Class ids are whole numbers: 0.7 is not class 0, and -5 is not padding.
+    with pytest.raises(ValueError, match=r"detections\[0\]: class ids must be integers >= 0 \(-1 for padding\), got 0.7"):
+        evaluate_detections([_det([BOX_A], [1], [0.7])], gts, 1)
+    with pytest.raises(ValueError, match=r"ground_truths\[0\]: class ids must be integers .*got -5"):
+        evaluate_detections([_det([BOX_A], [1], [0])], [_gt([BOX_A], [-5])], 1)
 
 
 def test_padding_rows_are_dropped():

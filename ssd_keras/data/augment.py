@@ -117,6 +117,8 @@ class RandomRotate(Augmentation):
             raise ValueError(f"RandomRotate: unknown fill_mode {fill_mode!r}")
         if interpolation not in ("bilinear", "nearest"):
             raise ValueError(f"RandomRotate: unknown interpolation {interpolation!r}")
+        if not 0.0 <= float(max_deg) <= 180.0:  # NaN too: it would blank every image
+            raise ValueError(f"RandomRotate: max_deg must be in [0, 180], got {max_deg!r}")
         self.max_deg, self.fill_mode, self.fill_value = float(max_deg), fill_mode, float(fill_value)
         self.interpolation = interpolation
 
