@@ -29,6 +29,12 @@ def source_kind(spec):
     return kind
 
 
+def _voc_list_file(spec, split):
+    """A VOC spec's devkit root and its `ImageSets/Main/<split>.txt` (which may not exist)."""
+    root = find_voc_root(spec.split(":", 1)[1])
+    return root, os.path.join(root, "ImageSets", "Main", f"{split}.txt")
+
+
 def has_split(spec, split):
     """Whether `spec` has a split named `split` (without reading its images)."""
     kind = source_kind(spec)
@@ -40,8 +46,7 @@ def has_split(spec, split):
         return split in ("train", "val", "validation", "trainval", "test")
     if split in (None, "all"):
         return True
-    root = find_voc_root(spec.split(":", 1)[1])
-    list_file = os.path.join(root, "ImageSets", "Main", f"{split}.txt")
+    root, list_file = _voc_list_file(spec, split)
     if not os.path.isfile(list_file):
         return False
     # A devkit copy may list a split whose images it does not hold (e.g. the train images only,
@@ -57,8 +62,7 @@ def _check_split(spec, split, flag):
         if kind in SINGLE_SET:
             raise ValueError(f"{flag}: a {kind} file is one set of images and has no split {split!r}; "
                              "use --val-fraction to hold out part of it")
-        list_file = os.path.join(find_voc_root(spec.split(":", 1)[1]), "ImageSets", "Main", f"{split}.txt") \
-            if kind == "voc" else None
+        list_file = _voc_list_file(spec, split)[1] if kind == "voc" else None
         if list_file and os.path.isfile(list_file):
             raise ValueError(f"{flag}: {list_file} lists no image whose annotation is in Annotations/")
         raise ValueError(f"{flag}: {spec} has no split {split!r}")
