@@ -149,6 +149,11 @@ def _xywh(bbox):
         return None
 
 
+def _is_id(label):
+    """A CSV class label written as an integer id ("3", "-1") rather than a name."""
+    return label.lstrip("-").isdigit()
+
+
 def read_csv(csv_path, images_dir=None, class_names=None, on_error="raise") -> DetectionData:
     """Read the lecture's CSV (`fn,bbox` + class column; see the module doc for the format).
 
@@ -176,7 +181,7 @@ def read_csv(csv_path, images_dir=None, class_names=None, on_error="raise") -> D
         raise ValueError(f"{csv_path}: no class column (one of {_CLASS_COLUMNS}); got {list(header)}")
     labels = [(r[cls_col] or "").split() for r in rows]
     if class_names is None or class_names == "auto":
-        if any(n.lstrip("-").isdigit() for ls in labels for n in ls):
+        if any(_is_id(n) for ls in labels for n in ls):
             # An id means nothing without the names; guessing (VOC's?) would train on wrong ones.
             raise ValueError(f"{csv_path}: the class column holds integer ids; give the class names "
                              f"they index (class_names=[...], CLI: --classes name,name,...)")
@@ -200,10 +205,10 @@ def read_csv(csv_path, images_dir=None, class_names=None, on_error="raise") -> D
         else:
             if len(nums) % 4 or len(nums) // 4 != len(labs):
                 problem = f"{len(nums)} bbox numbers for {len(labs)} class labels (need 4 per label)"
-            elif unknown := [n for n in labs if not n.lstrip("-").isdigit() and n not in cls_id]:
+            elif unknown := [n for n in labs if not _is_id(n) and n not in cls_id]:
                 problem = f"unknown class name {unknown[0]!r} (known: {', '.join(class_names)})"
             else:
-                ids = [int(n) if n.lstrip("-").isdigit() else cls_id[n] for n in labs]
+                ids = [int(n) if _is_id(n) else cls_id[n] for n in labs]
                 if any(not 0 <= i < len(class_names) for i in ids):
                     problem = f"class id out of range 0..{len(class_names) - 1}"
         if problem:
