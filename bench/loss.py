@@ -190,6 +190,7 @@ BEFORE_COMMITS = (
     ("before issue 13", "e03d683"),
     ("2026-12-01 evening", "733a439"),  # before the affine box decoding and the row trim
     ("2026-12-02 morning", "b4065c2"),  # before matching on the object list
+    ("2026-12-02 noon", "8c29369"),  # before the hand-written classification gradient
 )
 #: The modules that make up the loss (each imports the ones before it); anchors.py is shared.
 _LOSS_MODULES = ("boxes", "matching", "losses")

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from random_inputs import random_boxes
 from ssd_keras.anchors import AnchorConfig
-from ssd_keras.losses import SSDLoss, SSDLossPart
+from ssd_keras.losses import SSDLoss, SSDLossPart, classification_loss
 
 NUM_CLASSES = 20
 
@@ -148,6 +148,58 @@ def test_by_hand():
     y_pred[0, 5, :2] = 1.0
     parts = SSDLoss(anchors, c).components(y_true, y_pred)
     np.testing.assert_allclose(parts["loc"].numpy(), [np.tanh(1.0) / 2 * 0.25], rtol=1e-5)
+
+
+def _plain_classification_loss(logits, classes, c, focal):
+    """The textbook form, differentiated by TF: sum of softplus(z) (times the focal weight) / C."""
+    t = tf.one_hot(classes, c)
+    z = logits * (1.0 - 2.0 * t)
+    per_class = tf.nn.softplus(z)
+    if focal is not None:
+        alpha, gamma = focal
+        per_class *= (alpha * t + (1 - alpha) * (1 - t)) * tf.sigmoid(z) ** gamma
+    return tf.reduce_sum(per_class, axis=[-2, -1]) / c
+
+
+@pytest.mark.parametrize("focal", [None, (0.25, 0.0), (0.25, 0.5), (0.25, 1.0), (0.75, 2.0)])
+def test_classification_loss_equals_its_plain_form(focal):
+    """The hand-written value and gradient against autodiff of softplus, logits up to +-100."""
+    rng = np.random.default_rng(16)
+    c = 5
+    logits = rng.normal(scale=6.0, size=(3, 40, c)).astype(np.float32)
+    logits[0, :20] = np.linspace(-100, 100, 20 * c).reshape(20, c)  # both tails
+    classes = tf.constant(rng.integers(0, c + 1, (3, 40)), tf.int32)  # c: background
+    x = tf.constant(logits)
+    values, grads = [], []
+    for f in (classification_loss, _plain_classification_loss):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = f(x, classes, c, focal)
+            total = tf.reduce_sum(value * [1.0, 2.0, 3.0])  # a different upstream per image
+        values.append(value.numpy())
+        grads.append(tape.gradient(total, x).numpy())
+    np.testing.assert_allclose(values[0], values[1], rtol=2e-6)
+    # Autodiff of pow(sigmoid(z), gamma < 1) is NaN where the sigmoid underflows (z << 0),
+    # where the true gradient is 0; the written-out one stays finite there.
+    assert np.isfinite(grads[0]).all()
+    finite = np.isfinite(grads[1])
+    if focal is None or focal[1] >= 1:
+        assert finite.all()
+    np.testing.assert_allclose(grads[0][finite], grads[1][finite], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(grads[0][~finite], 0.0, atol=1e-30)
+
+
+def test_classification_loss_limits_and_nan():
+    """softplus(-inf) = 0 with no NaN gradient, +inf stays inf, and NaN logits give a NaN loss."""
+    classes = tf.constant([[1, 1, 1]])  # background of C = 1: every target is 0, z = x
+    x = tf.constant([[[-np.inf], [-200.0], [0.0]]])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        value = classification_loss(x, classes, 1)
+    np.testing.assert_allclose(value.numpy(), [np.log(2)], rtol=1e-6)
+    np.testing.assert_allclose(tape.gradient(value, x).numpy().ravel(), [0.0, 0.0, 0.5], atol=1e-30)
+    assert np.isinf(classification_loss(tf.constant([[[np.inf]]]), tf.constant([[1]]), 1).numpy()).all()
+    assert np.isnan(classification_loss(tf.constant([[[np.nan]]]), tf.constant([[1]]), 1).numpy()).all()
 
 
 def test_loc_weight_scales_only_the_location_part():
