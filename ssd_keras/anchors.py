@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ssd_keras._checks import is_whole
 from ssd_keras.boxes import centers_to_corners, jaccard
 
 
@@ -38,15 +39,16 @@ class AnchorConfig:
         zooms=(0.7, 1.0, 1.3),
         ratios=((1.0, 1.0), (1.0, 0.5), (0.5, 1.0)),
     ):
-        self.grids = tuple(int(g) for g in _as_sequence(grids, "grids"))
+        # Checked before int(): grids=[4.7] would silently be a 4x4 grid, [True] a 1x1 one.
+        if not all(is_whole(g) and g >= 1 for g in _as_sequence(grids, "grids")):
+            raise ValueError(f"AnchorConfig: grids must be positive integers, got {grids!r}")
+        self.grids = tuple(int(g) for g in grids)
         self.zooms = tuple(float(z) for z in _as_sequence(zooms, "zooms"))
+        if any(not z > 0 for z in self.zooms):
+            raise ValueError(f"AnchorConfig: zooms must be > 0, got {zooms!r}")
         self.ratios = tuple(
             (float(r[0]), float(r[1])) for r in _as_sequence(ratios, "ratios")
         )
-        if any(g < 1 for g in self.grids):
-            raise ValueError(f"AnchorConfig: grids must be positive integers, got {grids!r}")
-        if any(not z > 0 for z in self.zooms):
-            raise ValueError(f"AnchorConfig: zooms must be > 0, got {zooms!r}")
         if any(len(r) != 2 for r in _as_sequence(ratios, "ratios")) or any(
             not (h > 0 and w > 0) for h, w in self.ratios
         ):

@@ -74,6 +74,10 @@ def test_config_round_trip():
     [
         (dict(grids=(4, 0)), "grids must be positive"),
         (dict(grids=()), "grids must be a non-empty sequence"),
+        # int() would make these a 4x4 and a 1x1 grid without a word.
+        (dict(grids=[4.7]), r"grids must be positive integers, got \[4.7\]"),
+        (dict(grids=(True, 2)), r"grids must be positive integers, got \(True, 2\)"),
+        (dict(grids=("4",)), "grids must be positive integers"),
         (dict(zooms=(0.0,)), "zooms must be > 0"),
         (dict(ratios=((1.0, -1.0),)), "ratios must be"),
     ],
@@ -81,6 +85,11 @@ def test_config_round_trip():
 def test_bad_config(kwargs, match):
     with pytest.raises(ValueError, match=match):
         AnchorConfig(**kwargs)
+
+
+def test_whole_grid_sizes_of_any_number_type_are_accepted():
+    # A JSON config may hold 4.0; numpy arrays give numpy integers.
+    assert AnchorConfig(grids=(4.0, np.int64(2), 1)) == AnchorConfig(grids=(4, 2, 1))
 
 
 def test_coerce_rejects_other_types():
