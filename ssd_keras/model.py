@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import keras
 
+from ssd_keras._checks import is_whole
 from ssd_keras.anchors import AnchorConfig
 from ssd_keras.backbones import get_backbone
 from ssd_keras.layers import SSDHead, SSDMultiHead, plan_head
@@ -58,12 +59,16 @@ def build_ssd(
         so the output is float32 under a mixed-precision policy). Compile it with
         `SSDLoss(anchors, num_classes)`.
     """
+    # Checked before int() would cut 2.5 classes to 2 or a 224.7 px image to 224 without a word.
+    for arg, value in (("num_classes", num_classes), ("image_size", image_size), ("head_filters", head_filters)):
+        if not (is_whole(value) and value >= 1):
+            raise ValueError(f"build_ssd: {arg} must be a positive integer, got {value!r}")
+    num_classes, image_size, head_filters = int(num_classes), int(image_size), int(head_filters)
     anchors = AnchorConfig.coerce(anchors)
     if head is None:
         head = "single" if len(anchors.grids) == 1 else "multi"
     if head not in ("single", "multi"):
         raise ValueError(f"build_ssd: head must be 'single', 'multi' or None, got {head!r}")
-    image_size = int(image_size)
 
     local_model_weights = None
     if isinstance(backbone, keras.Model):

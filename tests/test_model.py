@@ -132,3 +132,16 @@ def test_bad_sizes_and_arguments():
         build_ssd(C, backbone="tiny", image_size=SIZE, head="double")
     with pytest.raises(ValueError, match="one grid"):
         build_ssd(C, AnchorConfig(), backbone="tiny", image_size=SIZE, head="single")
+    # Sizes and counts are whole numbers: int() would cut 2.5 classes to 2 without a word.
+    for kwargs, match in ((dict(num_classes=2.5), r"num_classes must be a positive integer, got 2.5"),
+                          (dict(num_classes=True), r"num_classes must be a positive integer, got True"),
+                          (dict(num_classes=0), r"num_classes must be a positive integer, got 0"),
+                          (dict(image_size=64.5), r"image_size must be a positive integer, got 64.5"),
+                          (dict(head_filters=8.5), r"head_filters must be a positive integer, got 8.5")):
+        with pytest.raises(ValueError, match=rf"build_ssd: {match}"):
+            build_ssd(**{"num_classes": C, "backbone": "tiny", "image_size": SIZE, **kwargs})
+
+
+def test_whole_numbers_of_any_number_type_are_accepted():
+    model = build_ssd(np.int64(C), backbone="tiny", image_size=float(SIZE), head_filters=np.int32(8))
+    assert model.output_shape == (None, AnchorConfig().num_anchors, 4 + C + 1)
