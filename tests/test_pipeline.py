@@ -142,6 +142,17 @@ def test_bad_records_raise_clearly(shapes):
     assert float(next(iter(make_dataset([whole], 8, 1)))[0].numpy().max()) == 200.0
     with pytest.raises(ValueError, match=r"augment must be None or a list of transforms .*augmentations_by_name\('flip'\)"):
         make_dataset(shapes, 8, 1, augment="flip")
+    # Sizes are whole numbers: int() would cut 8.5 px or a batch of 2.5 without a word.
+    for kwargs, match in ((dict(image_size=8.5), "image_size must be an integer, got 8.5"),
+                          (dict(batch_size=2.5), "batch_size must be an integer, got 2.5"),
+                          (dict(max_boxes=1.5), "max_boxes must be an integer, got 1.5"),
+                          (dict(image_size=True), "image_size must be an integer, got True"),
+                          (dict(batch_size=0), "batch_size must be positive, got 0"),
+                          (dict(image_size=-8), "image_size must be positive, got -8")):
+        with pytest.raises(ValueError, match=f"make_dataset: {match}"):
+            make_dataset(shapes, **{"image_size": 8, "batch_size": 1, **kwargs})
+    x, y = next(iter(make_dataset(shapes, 8.0, np.int64(2), max_boxes=np.int32(3))))
+    assert x.shape == (2, 8, 8, 3) and y.shape == (2, 3, 5)
 
 
 def test_mixed_sources_and_bytes(voc, shapes):

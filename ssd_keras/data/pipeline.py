@@ -21,6 +21,7 @@ import logging
 import numpy as np
 import tensorflow as tf
 
+from ssd_keras._checks import is_whole
 from ssd_keras.data.augment import apply_augmentations
 
 # The pipeline does not import `records` (records.DetectionData.dataset imports the pipeline):
@@ -125,10 +126,16 @@ def make_dataset(records, image_size, batch_size, max_boxes=None, augment=None, 
         raise ValueError("make_dataset: no records")
     if resize not in ("squash", "letterbox"):
         raise ValueError(f'make_dataset: resize must be "squash" or "letterbox", got {resize!r}')
-    if int(image_size) <= 0 or int(batch_size) <= 0:
-        raise ValueError(f"make_dataset: image_size and batch_size must be positive, got {image_size}, {batch_size}")
-    if max_boxes is not None and max_boxes < 1:
-        raise ValueError(f"make_dataset: max_boxes must be >= 1, got {max_boxes}")
+    # Checked before int(): image_size=64.5 or batch_size=2.5 were cut without a word.
+    for arg, value in (("image_size", image_size), ("batch_size", batch_size), ("max_boxes", max_boxes)):
+        if arg == "max_boxes" and value is None:
+            continue
+        if not is_whole(value):
+            raise ValueError(f"make_dataset: {arg} must be an integer, got {value!r}")
+        if value < 1:
+            raise ValueError(f"make_dataset: {arg} must be "
+                             f"{'>= 1' if arg == 'max_boxes' else 'positive'}, got {value!r}")
+    max_boxes = None if max_boxes is None else int(max_boxes)
     if isinstance(augment, str) or not all(callable(a) for a in (augment or [])):
         raise ValueError(f"make_dataset: augment must be None or a list of transforms (e.g. "
                          f"ssd_keras.data.augment.augmentations_by_name({augment!r}) for a name), got {augment!r}")
