@@ -8,6 +8,8 @@ save and load.
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from ssd_keras._checks import is_whole
@@ -20,7 +22,8 @@ class AnchorConfig:
     Args:
         grids: grid sizes, coarse order as in the lesson, e.g. `(4, 2, 1)`.
         zooms: anchor scale multipliers relative to a grid cell.
-        ratios: `(h, w)` multipliers, e.g. `((1, 1), (1, .5), (.5, 1))`.
+        ratios: a sequence of `(h, w)` multiplier pairs, e.g. `((1, 1), (1, .5), (.5, 1))`
+            (one ratio: `((1, 1),)`).
 
     Anchor order (the `num_anchors` axis everywhere in ssd_keras) is the lesson's: grid by
     grid, cells row-major, then the `k` scales, zoom-major then ratio.
@@ -43,15 +46,23 @@ class AnchorConfig:
         if not all(is_whole(g) and g >= 1 for g in _as_sequence(grids, "grids")):
             raise ValueError(f"AnchorConfig: grids must be positive integers, got {grids!r}")
         self.grids = tuple(int(g) for g in grids)
-        self.zooms = tuple(float(z) for z in _as_sequence(zooms, "zooms"))
+        # Pairs here are ratios given as zooms; float() would fail without naming the argument.
+        if not all(isinstance(z, numbers.Real) and not isinstance(z, (bool, np.bool_))
+                   for z in _as_sequence(zooms, "zooms")):
+            raise ValueError(f"AnchorConfig: zooms must be a sequence of numbers, e.g. (0.7, 1.0, 1.3), "
+                             f"got {zooms!r}")
+        self.zooms = tuple(float(z) for z in zooms)
         if any(not z > 0 for z in self.zooms):
             raise ValueError(f"AnchorConfig: zooms must be > 0, got {zooms!r}")
-        self.ratios = tuple(
-            (float(r[0]), float(r[1])) for r in _as_sequence(ratios, "ratios")
-        )
-        if any(len(r) != 2 for r in _as_sequence(ratios, "ratios")) or any(
-            not (h > 0 and w > 0) for h, w in self.ratios
-        ):
+        # A flat (1.0, 0.5) is one pair, not a sequence of pairs: say so rather than fail on r[0].
+        if any(isinstance(r, (str, bytes)) or not hasattr(r, "__len__") or len(r) != 2
+               for r in _as_sequence(ratios, "ratios")):
+            raise ValueError(
+                f"AnchorConfig: ratios must be a sequence of (h, w) pairs, e.g. ((1.0, 1.0), (1.0, 0.5)) "
+                f"(one pair: ((1.0, 0.5),)), got {ratios!r}"
+            )
+        self.ratios = tuple((float(h), float(w)) for h, w in ratios)
+        if any(not (h > 0 and w > 0) for h, w in self.ratios):
             raise ValueError(
                 f"AnchorConfig: ratios must be (h, w) pairs > 0, got {ratios!r}"
             )

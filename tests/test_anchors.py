@@ -79,7 +79,11 @@ def test_config_round_trip():
         (dict(grids=(True, 2)), r"grids must be positive integers, got \(True, 2\)"),
         (dict(grids=("4",)), "grids must be positive integers"),
         (dict(zooms=(0.0,)), "zooms must be > 0"),
+        (dict(zooms=((1.0, 0.5),)), r"zooms must be a sequence of numbers, e.g. \(0.7, 1.0, 1.3\)"),
         (dict(ratios=((1.0, -1.0),)), "ratios must be"),
+        # One flat pair instead of a sequence of pairs.
+        (dict(ratios=(1.0, 0.5)), r"ratios must be a sequence of \(h, w\) pairs, e.g. .*got \(1.0, 0.5\)"),
+        (dict(ratios=((1.0, 0.5, 2.0),)), r"ratios must be a sequence of \(h, w\) pairs"),
     ],
 )
 def test_bad_config(kwargs, match):
