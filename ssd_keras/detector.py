@@ -20,7 +20,10 @@ with plain `keras.saving`.
 
 from __future__ import annotations
 
+import numbers
+
 import keras
+import numpy as np
 import tensorflow as tf
 
 from ssd_keras.anchors import AnchorConfig
@@ -80,8 +83,14 @@ class SSDDetector(keras.Model):
         name="ssd_detector",
         **kwargs,
     ):
-        if isinstance(class_names, int):
-            class_names = [f"class_{i}" for i in range(class_names)]
+        if isinstance(class_names, numbers.Integral) and not isinstance(class_names, (bool, np.bool_)):
+            class_names = [f"class_{i}" for i in range(int(class_names))]
+        elif (isinstance(class_names, (str, bytes, bool, np.bool_, numbers.Number))
+              or not hasattr(class_names, "__iter__")):
+            # A float count (3.0) failed as "not iterable"; a string became one class per letter.
+            raise TypeError(f"SSDDetector: class_names must be a list of class names (e.g. ['cat', 'dog']; "
+                            f"one class: ['cat']) or an int number of classes, got {class_names!r} "
+                            f"({type(class_names).__name__})")
         class_names = [str(c) for c in class_names]
         if not class_names:
             raise ValueError("SSDDetector: class_names must name at least one class")

@@ -104,6 +104,14 @@ def test_bad_settings_fail_at_construction():
         SSDDetector([], backbone="tiny", image_size=64)
     with pytest.raises(ValueError, match="unique"):
         SSDDetector(["a", "a"], backbone="tiny", image_size=64)
+    # The first argument is the class names or their number: a float count or a bare string
+    # (one class per letter) is neither.
+    for bad in (3.0, "cat", True, None):
+        with pytest.raises(TypeError, match=rf"SSDDetector: class_names must be a list of class names "
+                                            rf"\(e.g. \['cat', 'dog'\]; one class: \['cat'\]\) or an int "
+                                            rf"number of classes, got {bad!r}"):
+            SSDDetector(bad, backbone="tiny", image_size=64)
+    assert SSDDetector(np.int64(2), backbone="tiny", image_size=64).class_names == ["class_0", "class_1"]
     with pytest.raises(ValueError, match="focal"):
         SSDDetector(["a"], backbone="tiny", image_size=64, focal=(2.0, 1.0))
     d = SSDDetector(["a"], backbone="tiny", image_size=64)
