@@ -126,9 +126,24 @@ def _check_ids(classes, name):
         raise ValueError(f"{name}: class ids must be integers >= 0 (-1 for padding), got {classes[bad][0]:g}")
 
 
+#: How far outside [0, 1] a relative coordinate may lie: ground truth by rounding only; detections
+#: by up to one image side, as undecoded-and-unclipped predictions do (`decode_detections` clips;
+#: the lesson's anchors reach -0.975 .. 1.975 before clipping). Pixel boxes lie far beyond either.
+_GT_SLACK, _DETECTION_SLACK = 0.01, 1.0
+
+
 def _check(boxes, scores, classes, name, num_classes):
     if not np.all(np.isfinite(boxes)):
         raise ValueError(f"{name}: NaN or infinite box coordinates")
+    # Pixel boxes against relative ones overlap nowhere: every AP would be 0 without an error.
+    slack = _GT_SLACK if scores is None else _DETECTION_SLACK
+    if len(boxes) and (boxes.min() < -slack or boxes.max() > 1 + slack):
+        where = "in [0, 1]" if scores is None else "in [0, 1] (unclipped: up to one image side beyond)"
+        raise ValueError(
+            f"{name}: boxes must be relative yxyx (ymin, xmin, ymax, xmax) {where}, got coordinates in "
+            f"[{boxes.min():g}, {boxes.max():g}]; pixel boxes? divide y by the image height and x by its "
+            f"width (VOC's 1-based pixel boxes: ssd_keras.data.voc_to_relative)"
+        )
     if scores is not None and not np.all(np.isfinite(scores)):
         raise ValueError(f"{name}: NaN or infinite scores")
     if len(classes) and classes.max() >= num_classes:
@@ -149,6 +164,9 @@ def evaluate_detections(
         ground_truths: one entry per image, in the same order, `(boxes [m, 4], classes [m],
             difficult [m])` (boxes relative yxyx; `difficult` may be omitted → all False;
             rows with class -1, y_true's padding, are dropped).
+            Boxes are relative, not pixels: a ground-truth coordinate outside [0, 1] (beyond
+            0.01 for rounding), or a detection's beyond one image side of it (unclipped
+            predictions), is a ValueError rather than an AP of 0.
         num_classes: number of object classes (class ids `0 .. num_classes - 1`).
         iou_threshold: minimum IoU for a true positive (VOC: 0.5, `>=` as in VOCevaldet.m).
         use_07_metric: 11-point interpolated AP (VOC2007) if True, else all-point AP.

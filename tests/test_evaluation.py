@@ -263,6 +263,22 @@ def test_bad_input_errors_name_the_argument():
         evaluate_detections([_det([BOX_A], [1], [0])], [_gt([BOX_A], [-5])], 1)
 
 
+def test_pixel_boxes_are_refused_not_scored_zero():
+    # Pixel ground truth against relative detections overlaps nowhere: AP 0 without a word.
+    dets = [_det([BOX_A], [1], [0])]
+    pixels = [_gt([[30, 30, 120, 120]], [0])]
+    with pytest.raises(ValueError, match=r"ground_truths\[0\]: boxes must be relative yxyx \(ymin, xmin, ymax, "
+                                         r"xmax\) in \[0, 1\], got coordinates in \[30, 120\]; pixel boxes\?"):
+        evaluate_detections(dets, pixels, 1)
+    with pytest.raises(ValueError, match=r"detections\[0\]: boxes must be relative yxyx .*got coordinates in \[30, 120\]"):
+        evaluate_detections([_det([[30, 30, 120, 120]], [1], [0])], [_gt([BOX_A], [0])], 1)
+    # Rounding at the edges of ground truth, and unclipped predictions sticking out, still score.
+    edge = [0.0, 0.0, 1.005, 1.0]
+    assert evaluate_detections([_det([edge], [1], [0])], [_gt([edge], [0])], 1)["map"] == pytest.approx(1.0)
+    unclipped = [_det([[-0.5, -0.5, 1.5, 1.5]], [1], [0])]
+    assert evaluate_detections(unclipped, [_gt([[0.0, 0.0, 1.0, 1.0]], [0])], 1, iou_threshold=0.25)["map"] == pytest.approx(1.0)
+
+
 def test_padding_rows_are_dropped():
     y_true = np.array([[BOX_A + [0], BOX_B + [1], [0, 0, 0, 0, -1]]], np.float32)
     gts = ground_truths_from_y_true(y_true)
