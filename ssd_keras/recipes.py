@@ -104,6 +104,10 @@ def fit_lesson_recipe(detector, train_ds, stages, val_ds=None, val_ground_truths
     scope) every worker runs this same call with the same `out_dir`: each keeps its backup and
     done marker in `stageN/worker<index>/`, and only the chief (worker 0) writes the shared
     files (`best.keras`, `last.keras`, the CSV and TensorBoard logs).
+
+    `log` gets one line as each stage starts (`"<name>: starting"`) or is skipped as done; print
+    `stage.describe()` of each stage beforehand for the plan (epochs, learning rates), as the
+    command line's `train` does.
     """
     out = None if out_dir is None else Path(out_dir)
     worker = worker_index(detector.distribute_strategy)
@@ -130,7 +134,9 @@ def fit_lesson_recipe(detector, train_ds, stages, val_ds=None, val_ground_truths
             detector.load_weights(str(done))
             log(f"{stage.name}: already done, weights from {done}")
             continue
-        log(stage.describe())
+        # The name only: callers print the plan (`describe()` of every stage) before training, and
+        # the details again here were the same lines twice (the CLI, examples/voc_lesson.py).
+        log(f"{stage.name}: starting")
         if stage.freeze is None:
             unfreeze(detector)
         else:

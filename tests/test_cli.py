@@ -284,7 +284,10 @@ def test_train_writes_the_model_and_refuses_to_clobber_a_run(tmp_path):
             "--batch-size", "8", "--train-images", "16", "--val-split", "none", "--out", out]
     status, stdout, stderr = run_cli(argv)
     assert status == 0, stderr
-    assert "from scratch, all layers trainable: 1 epoch(s)" in stdout
+    # The stage's description once, in the plan printed before training; its start by name.
+    assert stdout.count("from scratch, all layers trainable: 1 epoch(s)") == 1
+    assert stdout.index("from scratch, all layers trainable: 1 epoch(s)") < stdout.index(
+        "from scratch, all layers trainable: starting")
     assert (out / "model.keras").is_file() and (out / "stage1" / "log.csv").is_file()
     status, _, stderr = run_cli(argv)
     assert status == 2 and "argument --out:" in stderr and "--resume" in stderr
