@@ -165,6 +165,26 @@ def test_mixed_sources_and_bytes(voc, shapes):
     assert x.shape == (3, 32, 32, 3)
 
 
+def test_undecodable_image_bytes_are_named_when_the_dataset_is_built(voc, tmp_path):
+    # Without the check they failed inside TensorFlow, at the first batch, naming no record.
+    from PIL import Image
+
+    jpeg = open(voc.records[0].path, "rb").read()
+    Image.open(voc.records[0].path).save(tmp_path / "a.tif")
+    for data, problem in ((b"not an image", r"not a readable image \(no known image format; it starts with b'not an i'\)"),
+                          (b"", r"empty \(0 bytes\)"),
+                          (jpeg[: len(jpeg) // 2], r"truncated JPEG"),
+                          ((tmp_path / "a.tif").read_bytes(), r"a TIFF image; TensorFlow decodes only")):
+        rec = Record("junk", None, np.zeros((0, 4)), [], [], 8, 8, image=data)
+        with pytest.raises(ValueError, match=rf"make_dataset: record 'junk': its image bytes are {problem}"):
+            make_dataset([voc.records[0], rec], 8, 2)
+    # Something else in `image` (a file name, say) is named too.
+    named = Record("n", None, np.zeros((0, 4)), [], [], 8, 8, image="a.jpg")
+    with pytest.raises(ValueError, match=r"record 'n': image must be None \(read from its path\), a uint8 array "
+                                         r"\[H, W, 3\] or encoded image bytes, got str"):
+        make_dataset([named], 8, 1)
+
+
 def test_in_memory_images_are_read_in_place():
     # The pipeline reads the records' own arrays (no stacked copy): a change made after
     # building the dataset shows up in its output.

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ssd_keras.data import SAMPLE_VOC, DetectionData, Record, load_source, multi_labels
-from ssd_keras.data.records import ErrorPolicy, check_image_file
+from ssd_keras.data.records import ErrorPolicy, check_image_bytes, check_image_file
 
 JPEGS = os.path.join(os.path.dirname(__file__), "fixtures", "voc", "VOC2007", "JPEGImages")
 
@@ -58,6 +58,15 @@ def test_check_image_file():
     assert "0 bytes" in check_image_file(os.path.join(JPEGS, "bad_zero.jpg"))
     assert "missing" in check_image_file(os.path.join(JPEGS, "nope.jpg"))
     assert "not a readable image" in check_image_file(os.path.join(os.path.dirname(JPEGS), "Annotations", "img_a.xml"))
+
+
+def test_check_image_bytes_reads_the_header_of_in_memory_images():
+    data = open(os.path.join(JPEGS, "img_a.jpg"), "rb").read()
+    assert check_image_bytes(data) is None
+    assert check_image_bytes(b"") == "empty (0 bytes)"
+    assert check_image_bytes(b"GIF89a-but-no-more").startswith("not a readable image")
+    assert check_image_bytes(b"<html></html>") == "not a readable image (no known image format; it starts with b'<html></')"
+    assert check_image_bytes(data[:-64]) == "truncated JPEG (no end-of-image marker)"
 
 
 def test_check_image_file_asks_tensorflows_decoder(tmp_path):

@@ -40,6 +40,10 @@ def _check_records(records):
                              f"in [0, 1] with ymax > ymin and xmax > xmin, got {b.tolist()[:3]}...")
         if r.path is None and r.image is None:
             raise ValueError(f"record {r.image_id}: neither a path nor image data")
+        if r.image is not None and not isinstance(r.image, (bytes, np.ndarray)):
+            # A file name here, say, would otherwise fail as `None.encode()`.
+            raise ValueError(f"make_dataset: record {r.image_id!r}: image must be None (read from its path), "
+                             f"a uint8 array [H, W, 3] or encoded image bytes, got {type(r.image).__name__}")
 
 
 def pad_targets(boxes, classes, max_boxes):
@@ -288,9 +292,17 @@ def _record_items(records, max_boxes):
             return tf.cast(image, tf.float32)
     else:
         gather = None
+        from ssd_keras.data.records import check_image_bytes
 
         def to_bytes(r):
             if isinstance(r.image, bytes):
+                # The readers check their files (`check_image_file`); bytes made by hand would
+                # otherwise fail inside TensorFlow, mid-epoch, naming no record. Header only
+                # (~40 µs an image), not a full decode, to stay cheap for big in-memory sources.
+                problem = check_image_bytes(r.image)
+                if problem:
+                    where = f" ({r.path})" if r.path else ""
+                    raise ValueError(f"make_dataset: record {r.image_id!r}{where}: its image bytes are {problem}")
                 return r.image, False
             if isinstance(r.image, np.ndarray):  # mixed sizes: encode once here
                 return tf.io.encode_png(_as_uint8(r.image, r)).numpy(), False
