@@ -14,7 +14,7 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 
 # The layers of docs/ARCHITECTURE.md ("Modules as layers").
 LAYERS = {
-    0: ["boxes", "anchors"],
+    0: ["boxes", "anchors", "_checks"],
     1: ["data", "data.records", "data.voc", "data.formats", "data.shapes", "data.sources",
         "data.augment", "data.pipeline", "data.splits"],
     2: ["layers", "backbones", "model", "convert"],
