@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from ssd_keras._checks import is_whole
 from ssd_keras.anchors import AnchorConfig
 from ssd_keras.boxes import activations_to_boxes
 
@@ -113,11 +114,13 @@ def _check_settings(iou_threshold, max_detections, max_per_class=None, score_thr
         raise ValueError(f"decode: iou_threshold must be in [0, 1], got {iou_threshold}")
     if not 0.0 <= score_threshold < 1.0:  # scores are sigmoids; NaN fails too
         raise ValueError(f"decode: score_threshold must be in [0, 1), got {score_threshold}")
-    max_detections = int(max_detections)
-    max_per_class = max_detections if max_per_class is None else int(max_per_class)
-    if max_detections < 1 or max_per_class < 1:
-        raise ValueError("decode: max_detections and max_per_class must be >= 1")
-    return max_detections, max_per_class
+    if max_per_class is None:
+        max_per_class = max_detections
+    # Checked before int(): max_detections=2.7 was cut to 2, True taken as 1, without a word.
+    for arg, value in (("max_detections", max_detections), ("max_per_class", max_per_class)):
+        if not (is_whole(value) and value >= 1):
+            raise ValueError(f"decode: {arg} must be an integer >= 1, got {value!r}")
+    return int(max_detections), int(max_per_class)
 
 
 def decode_detections_builtin_nms(y_pred, anchors, score_threshold=EVAL_SCORE_THRESHOLD,

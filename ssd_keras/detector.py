@@ -26,6 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ssd_keras._checks import is_whole
 from ssd_keras.anchors import AnchorConfig
 from ssd_keras.decode import EVAL_SCORE_THRESHOLD, IOU_THRESHOLD, MAX_DETECTIONS
 from ssd_keras.inference import detect
@@ -96,6 +97,9 @@ class SSDDetector(keras.Model):
             raise ValueError("SSDDetector: class_names must name at least one class")
         if len(set(class_names)) != len(class_names):
             raise ValueError(f"SSDDetector: class_names must be unique, got {class_names}")
+        # Checked before the model is built, and before int() would cut 2.7 detections to 2.
+        if not (is_whole(max_detections) and max_detections >= 1):
+            raise ValueError(f"SSDDetector: max_detections must be an integer >= 1, got {max_detections!r}")
         if isinstance(backbone, dict):  # a serialised keras.Model body (from_config)
             backbone = keras.saving.deserialize_keras_object(backbone)
         anchors = AnchorConfig.coerce(anchors)

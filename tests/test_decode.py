@@ -160,6 +160,17 @@ def test_errors():
     for bad in (1.5, 1.0, float("nan"), -0.1):
         with pytest.raises(ValueError, match=r"score_threshold must be in \[0, 1\)"):
             decode_detections(np.zeros((1, 16, 8), "float32"), AnchorConfig.single_grid(4), score_threshold=bad)
+    # Counts are whole numbers: int() cut 2.7 to 2 and took True as 1, without a word.
+    y = np.zeros((1, 16, 8), "float32")
+    for arg, bad in (("max_detections", 2.7), ("max_detections", True), ("max_detections", 0),
+                     ("max_per_class", 1.5), ("max_per_class", False)):
+        with pytest.raises(ValueError, match=rf"decode: {arg} must be an integer >= 1, got {bad!r}"):
+            decode_detections(y, AnchorConfig.single_grid(4), **{arg: bad})
+        with pytest.raises(ValueError, match=rf"decode: {arg} must be an integer >= 1"):
+            decode_detections_builtin_nms(y, AnchorConfig.single_grid(4), **{arg: bad})
+    for whole in (4.0, np.int64(4)):
+        out = decode_detections(y, AnchorConfig.single_grid(4), max_detections=whole, max_per_class=whole)
+        assert out["boxes"].shape == (1, 4, 4)
     # TFLite's builtin NMS decodes one image; a batch would lose all but the first, silently.
     with pytest.raises(ValueError, match="one image per call .* got a batch of 2"):
         decode_detections_builtin_nms(np.zeros((2, 16, 8), "float32"), AnchorConfig.single_grid(4))

@@ -114,6 +114,13 @@ def test_bad_settings_fail_at_construction():
     assert SSDDetector(np.int64(2), backbone="tiny", image_size=64).class_names == ["class_0", "class_1"]
     with pytest.raises(ValueError, match="focal"):
         SSDDetector(["a"], backbone="tiny", image_size=64, focal=(2.0, 1.0))
+    # int() cut 2.7 detections to 2 and took True as 1; a whole float (a JSON config) is fine.
+    for bad in (2.7, True, 0):
+        with pytest.raises(ValueError, match=rf"SSDDetector: max_detections must be an integer >= 1, got {bad!r}"):
+            SSDDetector(["a"], backbone="tiny", image_size=64, max_detections=bad)
+    for whole in (7.0, np.int32(7)):
+        settings = SSDDetector(["a"], backbone="tiny", image_size=64, max_detections=whole).decoder_settings
+        assert settings["max_detections"] == 7 and type(settings["max_detections"]) is int
     d = SSDDetector(["a"], backbone="tiny", image_size=64)
     d.compile()
     x, y = _batch(2)
