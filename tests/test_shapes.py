@@ -75,6 +75,16 @@ def test_load_source_shapes_and_bad_arguments():
             make(count=1, seed=-1)
         with pytest.raises(ValueError, match="min_objects <= max_objects"):
             make(count=1, min_objects=3, max_objects=2)
+        # int() cut 4.5 objects to 4 and took True as 1, without a word.
+        for arg, bad in (("min_objects", 1.5), ("min_objects", True), ("max_objects", 4.5),
+                         ("max_objects", np.True_), ("max_objects", -1), ("max_objects", "4")):
+            with pytest.raises(ValueError, match=rf"shapes: {arg} must be an integer >= 0, got {bad!r}"):
+                make(count=1, **{arg: bad})
+        # A whole float (as a JSON config may hold) and numpy ints are integers.
+        data = make(count=1, image_size=16, min_objects=1.0, max_objects=np.int64(3))
+        assert 1 <= len(data.records[0].boxes) <= 3
+    with pytest.raises(ValueError, match=r"shapes: max_objects must be an integer >= 0, got 2\.5"):
+        shapes_example(0, max_objects=2.5)
     with pytest.raises(ValueError, match="index must be an int >= 0"):
         shapes_example(-1)
 

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ssd_keras._checks import is_whole
 from ssd_keras.data.records import DetectionData, Record, log
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "diamond", "cross", "ring")
@@ -125,6 +126,10 @@ def _settings(image_size, split, seed, min_objects, max_objects, min_size, max_s
         raise ValueError(f"shapes: image_size must be an int >= 8, got {image_size!r}")
     if not 0 < min_size <= max_size <= 1:
         raise ValueError(f"need 0 < min_size <= max_size <= 1, got {min_size}, {max_size}")
+    # Checked before int(): max_objects=4.5 was cut to 4 and True taken as 1, without a word.
+    for arg, value in (("min_objects", min_objects), ("max_objects", max_objects)):
+        if not (is_whole(value) and value >= 0):
+            raise ValueError(f"shapes: {arg} must be an integer >= 0, got {value!r}")
     if not 0 <= min_objects <= max_objects:
         raise ValueError(f"need 0 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
     if isinstance(split, str) and split not in _SPLITS:
