@@ -25,6 +25,7 @@ import numbers
 import keras
 import tensorflow as tf
 
+from ssd_keras._checks import is_whole
 from ssd_keras.anchors import AnchorConfig
 from ssd_keras.boxes import activations_to_boxes
 from ssd_keras.matching import in_xla_context, match_anchors
@@ -169,7 +170,8 @@ class SSDLoss(keras.losses.Loss):
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.anchors = AnchorConfig.coerce(anchors)
-        if int(num_classes) != num_classes or num_classes < 1:
+        # is_whole, not int(x) == x: that took True as 1 class, and raised int()'s own error for NaN.
+        if not (is_whole(num_classes) and num_classes >= 1):
             raise ValueError(f"SSDLoss: num_classes must be a positive integer, got {num_classes!r}")
         self.num_classes = int(num_classes)
         self.pos_threshold = float(pos_threshold)

@@ -385,6 +385,16 @@ def test_bad_arguments(kwargs, match):
         SSDLoss(**args)
 
 
+def test_num_classes_is_a_whole_number():
+    # int(x) == x took True as 1 class (and NaN raised int()'s own error, naming nothing).
+    for bad in (True, np.True_, 2.5, float("nan"), "3", 0):
+        with pytest.raises(ValueError, match=rf"SSDLoss: num_classes must be a positive integer, got {bad!r}"):
+            SSDLoss(None, bad)
+    for whole in (3.0, np.int64(3)):
+        loss = SSDLoss(None, whole)
+        assert loss.num_classes == 3 and type(loss.num_classes) is int
+
+
 def test_y_true_for_another_number_of_images_is_refused():
     """One image's targets must not broadcast over a batch of predictions."""
     loss = SSDLoss(AnchorConfig.single_grid(4), 3)
