@@ -2,6 +2,7 @@
 arrays read in place; `shapes` generated inside the pipeline (same batches as in memory)."""
 
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -181,7 +182,7 @@ def test_undecodable_image_bytes_are_named_when_the_dataset_is_built(voc, tmp_pa
     # Something else in `image` (a file name, say) is named too.
     named = Record("n", None, np.zeros((0, 4)), [], [], 8, 8, image="a.jpg")
     with pytest.raises(ValueError, match=r"record 'n': image must be None \(read from its path\), a uint8 array "
-                                         r"\[H, W, 3\] or encoded image bytes, got str"):
+                                         r"\[H, W, 3\] \(or grayscale \[H, W\]\) or encoded image bytes, got str"):
         make_dataset([named], 8, 1)
 
 
@@ -198,9 +199,35 @@ def test_in_memory_images_are_read_in_place():
     rec = Record("f", None, np.zeros((0, 4)), [], [], 8, 8, image=np.full((8, 8, 3), 3, np.int64))
     x, _ = next(iter(make_dataset([rec], 8, 1, max_boxes=1)))
     assert (x.numpy() == 3).all()
-    bad = Record("g", None, np.zeros((0, 4)), [], [], 8, 8, image=np.zeros((8, 8)))
-    with pytest.raises(ValueError, match=r"uint8 \[H, W, 3\]"):
-        make_dataset([bad], 8, 1)
+
+
+def test_grayscale_and_rgba_arrays_read_like_image_files(tmp_path):
+    # [H, W] failed with a bare shape error (one size) or TensorFlow's EncodePng error naming no
+    # record (mixed sizes). Now arrays read as tf.io.decode_image(channels=3) reads such a PNG
+    # file: grey repeated, alpha dropped; the same whatever the sizes.
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (8, 8), np.uint8)
+    rgba = rng.integers(0, 256, (8, 8, 4), np.uint8)
+    images = [grey, grey[..., None], np.stack([grey, grey], -1), rgba]
+    want = [np.repeat(grey[..., None], 3, -1)] * 3 + [rgba[..., :3]]
+    for i, (image, expected) in enumerate(zip(images, want)):
+        path = tmp_path / f"{i}.png"
+        tf.io.write_file(str(path), tf.io.encode_png(image if image.ndim == 3 else image[..., None]))
+        from_file = Record("file", str(path), np.zeros((0, 4)), [], [], 8, 8)
+        rec = Record("g", None, np.zeros((0, 4)), [], [], 8, 8, image=image)
+        bigger = Record("b", None, np.zeros((0, 4)), [], [], 16, 16, image=np.zeros((16, 16, 3), np.uint8))
+        same_size, _ = _all(make_dataset([rec, rec], 8, 2))
+        mixed, _ = _all(make_dataset([rec, bigger, from_file], 8, 3))
+        for x in (same_size[0], same_size[1], mixed[0], mixed[2]):
+            np.testing.assert_array_equal(x, expected.astype(np.float32))
+    # Not an image: named with its record, in both paths.
+    for bad in (np.zeros((8, 8, 5), np.uint8), np.zeros((3, 8, 8, 3), np.uint8), np.zeros(8, np.uint8)):
+        rec = Record("g", None, np.zeros((0, 4)), [], [], 8, 8, image=bad)
+        other = Record("o", None, np.zeros((0, 4)), [], [], 4, 4, image=np.zeros((4, 4, 3), np.uint8))
+        for recs in ([rec], [other, rec]):
+            with pytest.raises(ValueError, match=rf"make_dataset: record 'g': in-memory images must be "
+                                                 rf"\[H, W, 3\] .* got shape {re.escape(str(bad.shape))}"):
+                make_dataset(recs, 8, 1)
 
 
 def _index_of(images, reference):

@@ -43,7 +43,8 @@ def _check_records(records):
         if r.image is not None and not isinstance(r.image, (bytes, np.ndarray)):
             # A file name here, say, would otherwise fail as `None.encode()`.
             raise ValueError(f"make_dataset: record {r.image_id!r}: image must be None (read from its path), "
-                             f"a uint8 array [H, W, 3] or encoded image bytes, got {type(r.image).__name__}")
+                             f"a uint8 array [H, W, 3] (or grayscale [H, W]) or encoded image bytes, "
+                             f"got {type(r.image).__name__}")
 
 
 def pad_targets(boxes, classes, max_boxes):
@@ -94,6 +95,27 @@ def _as_uint8(image, record):
                          f"numbers 0–255 (uint8), got {image.dtype} values in [{image.min()}, {image.max()}]"
                          f"{' (floats in [0, 1]? multiply by 255)' if image.max() <= 1 else ''}")
     return image.astype(np.uint8)
+
+
+def _rgb_shape(shape, record):
+    """The `[H, W, 3]` an in-memory image of `shape` is read as (`_as_rgb`); a ValueError naming
+    the record for a shape that is not an image."""
+    if len(shape) == 2 or (len(shape) == 3 and shape[-1] in (1, 2, 3, 4)):
+        return (*shape[:2], 3)
+    raise ValueError(f"make_dataset: record {record.image_id!r}: in-memory images must be [H, W, 3] "
+                     f"(RGB; grayscale [H, W] or [H, W, 1] and an alpha channel are accepted too), "
+                     f"got shape {shape}")
+
+
+def _as_rgb(image):
+    """An in-memory image `[H, W]` or `[H, W, 1|2|3|4]` as `[H, W, 3]`, the way
+    `tf.io.decode_image(..., channels=3)` reads such a file (and PIL's `convert("RGB")`): grey
+    repeated into the three channels, alpha dropped. An RGB array is returned as it is."""
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.shape[-1] in (1, 2):
+        return np.repeat(image[..., :1], 3, axis=-1)
+    return image[..., :3] if image.shape[-1] == 4 else image
 
 
 def make_dataset(records, image_size, batch_size, max_boxes=None, augment=None, shuffle=False,
@@ -270,16 +292,21 @@ def _record_items(records, max_boxes):
     counts = np.minimum(counts, max_boxes).astype(np.int32)
 
     arrays = [r.image for r in records if isinstance(r.image, np.ndarray)]
+    # Every array's shape is checked now, naming its record; TensorFlow's EncodePng / a
+    # numpy_function would fail mid-epoch, naming none.
+    for r in records:
+        if isinstance(r.image, np.ndarray):
+            _rgb_shape(r.image.shape, r)
     if len(arrays) == n and len({a.shape for a in arrays}) == 1:
-        shape = arrays[0].shape
-        if len(shape) != 3 or shape[-1] != 3:
-            raise ValueError(f"make_dataset: in-memory images must be uint8 [H, W, 3], got {shape}")
+        # Grayscale or RGBA arrays are made RGB a chunk at a time (`take`), not all at once here:
+        # that would be a second copy of every image.
+        shape = _rgb_shape(arrays[0].shape, records[0])
         # References to the records' arrays, not a copy (uint8 ones, i.e. all of `shapes`).
         arrays = [a if a.dtype == np.uint8 else _as_uint8(a, r) for a, r in zip(arrays, records)]
         source = np.arange(n)
 
         def take(idx):  # a chunk of images, stacked: memory O(chunk)
-            return np.stack([arrays[j] for j in idx])
+            return np.stack([_as_rgb(arrays[j]) for j in idx])
 
         def load_chunk(idx, b, c, k):
             images = tf.numpy_function(take, [idx], tf.uint8, name="in_memory_images")
@@ -305,7 +332,7 @@ def _record_items(records, max_boxes):
                     raise ValueError(f"make_dataset: record {r.image_id!r}{where}: its image bytes are {problem}")
                 return r.image, False
             if isinstance(r.image, np.ndarray):  # mixed sizes: encode once here
-                return tf.io.encode_png(_as_uint8(r.image, r)).numpy(), False
+                return tf.io.encode_png(_as_rgb(_as_uint8(r.image, r))).numpy(), False
             return r.path.encode(), True
 
         data, is_path = zip(*(to_bytes(r) for r in records))
