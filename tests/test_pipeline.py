@@ -2,6 +2,7 @@
 arrays read in place; `shapes` generated inside the pipeline (same batches as in memory)."""
 
 import logging
+import os
 import re
 
 import numpy as np
@@ -184,6 +185,42 @@ def test_undecodable_image_bytes_are_named_when_the_dataset_is_built(voc, tmp_pa
     with pytest.raises(ValueError, match=r"record 'n': image must be None \(read from its path\), a uint8 array "
                                          r"\[H, W, 3\] \(or grayscale \[H, W\]\) or encoded image bytes, got str"):
         make_dataset([named], 8, 1)
+
+
+def test_missing_or_unreadable_image_files_are_named_when_the_dataset_is_built(voc, tmp_path):
+    # A hand-made Record(path=...) was not checked: a missing or non-image file failed inside
+    # TensorFlow, at the first batch, naming no record.
+    import dataclasses
+    import shutil
+
+    def by_hand(path):
+        return Record("mine", str(path), np.zeros((0, 4)), [], [], 8, 8)
+
+    (tmp_path / "notes.jpg").write_text("not an image")
+    jpeg = open(voc.records[0].path, "rb").read()
+    (tmp_path / "half.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    for name, problem in (("gone.jpg", "image file missing"),
+                          ("notes.jpg", "not a readable image"),
+                          ("half.jpg", r"truncated JPEG \(no end-of-image marker\)")):
+        path = tmp_path / name
+        with pytest.raises(ValueError, match=rf"make_dataset: record 'mine' \({re.escape(str(path))}\): {problem}"):
+            make_dataset([voc.records[0], by_hand(path)], 8, 2)
+    assert len(_all(make_dataset([by_hand(voc.records[0].path)], 8, 1))[0]) == 1
+    # A reader's records were checked when read (check_image_file): only a file gone since is
+    # looked for, not the header again.
+    copy = tmp_path / "copy"
+    shutil.copytree(SAMPLE_VOC, copy)
+    records = read_voc(str(copy), "train").records[:2]
+    os.remove(records[0].path)
+    with pytest.raises(ValueError, match=rf"make_dataset: record {records[0].image_id!r} "
+                                         rf"\({re.escape(records[0].path)}\): image file missing"):
+        make_dataset(records, 8, 2)
+    with open(records[1].path, "wb") as f:
+        f.write(b"spoilt after reading")
+    make_dataset(records[1:], 8, 1)  # built: its header is not read again
+    # A copy (dataclasses.replace, as one would give it another path) is checked as one made by hand.
+    with pytest.raises(ValueError, match="not a readable image"):
+        make_dataset([dataclasses.replace(records[1])], 8, 1)
 
 
 def test_in_memory_images_are_read_in_place():

@@ -93,6 +93,10 @@ def test_check_image_file_asks_tensorflows_decoder(tmp_path):
         assert im.size == (64, 48)  # the header still reads
     assert check_image_file(str(tmp_path / "mid.jpg")) == (
         "TensorFlow cannot decode it (jpeg::Uncompress failed. Invalid JPEG data or crop window.)")
+    # decode=False: the header checks alone (make_dataset's, for records made by hand).
+    assert check_image_file(str(tmp_path / "mid.jpg"), decode=False) is None
+    assert "truncated JPEG" in check_image_file(os.path.join(JPEGS, "bad_corrupt.jpg"), decode=False)
+    assert "missing" in check_image_file(os.path.join(JPEGS, "nope.jpg"), decode=False)
 
 
 def test_check_image_file_names_an_image_too_large_to_decode(tmp_path):

@@ -135,6 +135,7 @@ def read_coco_json(json_path, images_dir=None, keep_difficult=True, use_ignore=T
             boxes=np.clip(boxes, 0, 1).astype(np.float32)[keep],
             classes=np.array([cat_to_id[a["category_id"]] for a in anns], np.int32)[keep],
             difficult=difficult[keep], width=w, height=h))
+        records[-1]._from_reader = True  # its file checked above (check_images): not again by make_dataset
     policy.finish(f"read_coco_json({json_path})")
     return DetectionData(records, tuple(class_names), name=f"coco:{json_path}", skipped=policy.skipped)
 
@@ -242,6 +243,7 @@ def read_csv(csv_path, images_dir=None, class_names=None, on_error="raise") -> D
         records.append(Record(image_id=os.path.splitext(os.path.basename(fn))[0], path=path,
                               boxes=np.clip(boxes, 0, 1), classes=ids, difficult=np.zeros(len(ids), bool),
                               width=w, height=h))
+        records[-1]._from_reader = True  # its file checked above: not again by make_dataset
     policy.finish(f"read_csv({csv_path})")
     return DetectionData(records, class_names, name=f"csv:{csv_path}", skipped=policy.skipped)
 

@@ -201,6 +201,7 @@ def read_voc(root, split="trainval", keep_difficult=True, class_names=VOC_CLASSE
             classes=np.array([cls_id[n] for n in a["names"]], np.int32)[keep],
             difficult=a["difficult"][keep], truncated=a["truncated"][keep],
             width=a["width"], height=a["height"]))
+        records[-1]._from_reader = True  # its file checked above (check_images): not again by make_dataset
     policy.finish(f"read_voc({voc}, split={split!r})")
     empty = sum(r.num_objects == 0 for r in records)
     if empty:
