@@ -20,6 +20,7 @@ timings compare the same computation.
     python bench/loss.py --full          # BCE and focal, more repeats
     python bench/loss.py --json out/loss.json
     python bench/loss.py --profile       # the pieces (matching, each term) and the floor, timed
+    taskset -c 0 python bench/loss.py --compare 8c29369 --rounds 400   # now against a commit
     taskset -c 0 python bench/loss.py --trace /tmp/loss-trace   # time per TF op (tf.profiler)
 
 `run(quick=True) -> list[dict]` gives the rows to `bench/run.py`.
@@ -346,6 +347,30 @@ def trace(logdir, calls=50, seed=0, focal=False, top=25):
     return tuple(out)
 
 
+def compare(commit, rounds=400, seed=0):
+    """`SSDLoss` now against `SSDLoss` at `commit` (read from git history), BCE and focal, value
+    and gradient under `tf.function` as `fit` runs them, in `rounds` interleaved rounds in one
+    process (each round starts one further down the list). Returns {name: (median ms, best ms)}."""
+    import tensorflow as tf
+
+    from ssd_keras import AnchorConfig, SSDLoss
+
+    before = _loss_before(commit)
+    if before is None:
+        raise SystemExit(f"--compare: cannot read the loss at {commit} from git history")
+    anchors = AnchorConfig()
+    y_true, y_pred, _ = voc_like_batch(seed, num_anchors=anchors.num_anchors)
+    yt, yp = tf.constant(y_true), tf.constant(y_pred)
+    fns = {}
+    for focal in (None, (0.25, 1.0)):
+        kind = "focal" if focal else "bce"
+        for label, cls in (("now", SSDLoss), (commit, before.SSDLoss)):
+            step = tf.function(make_step(cls(anchors, NUM_CLASSES, focal=focal)))
+            fns[f"{kind}, {label}"] = lambda step=step: [t.numpy() for t in step(yt, yp)]
+    t = _time_interleaved(fns, 10, rounds)
+    return {k: (v["ms_median"], v["ms_best"]) for k, v in t.items()}
+
+
 def markdown(rows):
     """The rows as a Markdown table."""
     lines = [
@@ -386,6 +411,9 @@ def main(argv=None):
     p.add_argument("--json", help="write the rows to this file")
     p.add_argument("--profile", action="store_true",
                    help="instead: time the loss's pieces and the element-wise floor, interleaved")
+    p.add_argument("--compare", metavar="COMMIT",
+                   help="instead: SSDLoss now against SSDLoss at COMMIT, interleaved (see --rounds)")
+    p.add_argument("--rounds", type=int, default=400, help="rounds for --compare (default 400)")
     p.add_argument("--trace", metavar="DIR",
                    help="instead: tf.profiler trace of 50 calls into DIR; time per op type and per op")
     args = p.parse_args(argv)
@@ -398,6 +426,18 @@ def main(argv=None):
                 print(f"| `{key[-90:]}` | {ms:.3f} | {100 * share:.1f} % |")
             print()
         return by_type, by_name
+    if args.compare:
+        load = os.getloadavg()[0]
+        res = compare(args.compare, rounds=args.rounds, seed=args.seed)
+        print(f"| SSDLoss fwd+bwd, batch 64, {args.rounds} interleaved rounds | ms median | ms best |\n|---|---:|---:|")
+        for k, (med, best) in res.items():
+            print(f"| {k} | {med:.3f} | {best:.3f} |")
+        for kind in ("bce", "focal"):
+            now, then = res[f"{kind}, now"], res[f"{kind}, {args.compare}"]
+            print(f"\n{kind}: {then[0] / now[0]:.2f}x faster than {args.compare} by the median, "
+                  f"{then[1] / now[1]:.2f}x by the best", end="")
+        print(f"\n\nload average (1 min) before / after: {load:.1f} / {os.getloadavg()[0]:.1f}")
+        return res
     if args.profile:
         load = os.getloadavg()[0]
         res = profile()
