@@ -93,7 +93,9 @@ def test_bad_config(kwargs, match):
 
 def test_whole_grid_sizes_of_any_number_type_are_accepted():
     # A JSON config may hold 4.0; numpy arrays give numpy integers.
-    assert AnchorConfig(grids=(4.0, np.int64(2), 1)) == AnchorConfig(grids=(4, 2, 1))
+    config = AnchorConfig(grids=(4.0, np.int64(2), 1))
+    assert config == AnchorConfig(grids=(4, 2, 1))
+    assert all(type(g) is int for g in config.grids)  # 4.0 == 4 would hide a float kept
 
 
 def test_coerce_rejects_other_types():

@@ -69,6 +69,19 @@ def test_check_image_bytes_reads_the_header_of_in_memory_images():
     assert check_image_bytes(data[:-64]) == "truncated JPEG (no end-of-image marker)"
 
 
+def test_data_after_a_jpegs_end_marker_is_not_truncation(tmp_path):
+    """Zero padding or a trailer after the end-of-image marker: TensorFlow decodes such a file,
+    so neither check may refuse it (the marker was once looked for in the last 32 bytes)."""
+    import tensorflow as tf
+
+    data = open(os.path.join(JPEGS, "img_a.jpg"), "rb").read() + bytes(100)
+    tf.io.decode_image(data, channels=3)  # the pipeline's decoder takes it
+    assert check_image_bytes(data) is None
+    path = tmp_path / "padded.jpg"
+    path.write_bytes(data)
+    assert check_image_file(str(path)) is None and check_image_file(str(path), decode=False) is None
+
+
 def test_check_image_file_asks_tensorflows_decoder(tmp_path):
     """What PIL reads but the pipeline's `tf.io.decode_image` does not is caught at read time."""
     from PIL import Image

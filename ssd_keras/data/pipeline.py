@@ -25,8 +25,9 @@ import tensorflow as tf
 from ssd_keras._checks import is_whole
 from ssd_keras.data.augment import apply_augmentations
 
-# The pipeline does not import `records` (records.DetectionData.dataset imports the pipeline):
-# it takes anything with `.records`, or a list of Record-like objects.
+# The pipeline does not import `records` at module level (records.DetectionData.dataset imports
+# the pipeline; the image checks import it inside the function that uses them): it takes
+# anything with `.records`, or a list of Record-like objects.
 log = logging.getLogger("ssd_keras.data")
 
 AUTOTUNE = tf.data.AUTOTUNE

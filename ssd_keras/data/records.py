@@ -208,12 +208,11 @@ def check_image_file(path: str, expect_size=None, decode: bool = True) -> str | 
     if size == 0:
         return "image file is empty (0 bytes)"
 
-    def tail():
+    def data():
         with open(path, "rb") as f:
-            f.seek(max(0, size - 32))
             return f.read()
 
-    problem = _header_problem(path, tail, expect_size)
+    problem = _header_problem(path, data, expect_size)
     if problem or not decode:
         return problem
     try:
@@ -236,14 +235,24 @@ def check_image_bytes(data: bytes) -> str | None:
 
     if not data:
         return "empty (0 bytes)"
-    return _header_problem(io.BytesIO(data), lambda: data[-32:], None,
+    return _header_problem(io.BytesIO(data), lambda: data, None,
                            unreadable=f"not a readable image (no known image format; it starts with {data[:8]!r})")
 
 
-def _header_problem(src, tail, expect_size, unreadable=None) -> str | None:
+def _jpeg_truncated(data: bytes) -> bool:
+    """True when a JPEG's last scan has no end-of-image marker after it: the file was cut.
+
+    The marker is looked for after the last start-of-scan, not at the very end, since data
+    after it (zero padding, a camera's trailer) is common and TensorFlow decodes such files.
+    A scan's coded data cannot hold either marker (a 0xFF byte there is followed by 0x00)."""
+    scan = data.rfind(b"\xff\xda")
+    return scan < 0 or data.find(b"\xff\xd9", scan + 2) < 0
+
+
+def _header_problem(src, read_all, expect_size, unreadable=None) -> str | None:
     """What the header of an image (a path or a file object) tells: not an image, a format
-    TensorFlow does not decode, a JPEG without its end marker (`tail()`: the last bytes), a
-    size other than `expect_size` `(w, h)`."""
+    TensorFlow does not decode, a truncated JPEG (`read_all()`: the image's bytes, read only
+    for a JPEG), a size other than `expect_size` `(w, h)`."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -257,7 +266,7 @@ def _header_problem(src, tail, expect_size, unreadable=None) -> str | None:
         return f"too large to decode safely ({e})"
     if fmt not in TF_IMAGE_FORMATS:
         return f"a {fmt} image; TensorFlow decodes only JPEG, PNG, GIF, BMP and WebP (convert it)"
-    if fmt in ("JPEG", "MPO") and b"\xff\xd9" not in tail():
+    if fmt in ("JPEG", "MPO") and _jpeg_truncated(read_all()):
         return "truncated JPEG (no end-of-image marker)"
     if expect_size is not None and (w, h) != tuple(expect_size):
         return f"image is {w}x{h} but the annotation says {expect_size[0]}x{expect_size[1]}"
