@@ -32,6 +32,7 @@ import numbers
 
 import numpy as np
 
+from ssd_keras._checks import is_whole
 from ssd_keras.boxes import jaccard
 from ssd_keras.inference import detection_function
 
@@ -180,9 +181,9 @@ def evaluate_detections(
     See the module docstring for the matching rules. Boxes are compared without the
     devkit's pixel +1.
     """
+    if not (is_whole(num_classes) and num_classes >= 1):  # int() would cut 2.5 to 2 classes
+        raise ValueError(f"evaluate_detections: num_classes must be an integer >= 1, got {num_classes!r}")
     num_classes = int(num_classes)
-    if num_classes < 1:
-        raise ValueError(f"evaluate_detections: num_classes must be >= 1, got {num_classes}")
     if not isinstance(iou_threshold, numbers.Real) or not 0.0 < iou_threshold <= 1.0:  # NaN too
         raise ValueError(f"evaluate_detections: iou_threshold must be in (0, 1] (VOC: 0.5), got {iou_threshold!r}")
     detections, ground_truths = list(detections), list(ground_truths)

@@ -261,6 +261,10 @@ def test_bad_input_errors_name_the_argument():
         evaluate_detections([_det([BOX_A], [1], [0.7])], gts, 1)
     with pytest.raises(ValueError, match=r"ground_truths\[0\]: class ids must be integers .*got -5"):
         evaluate_detections([_det([BOX_A], [1], [0])], [_gt([BOX_A], [-5])], 1)
+    for bad in (1.5, 0, True):  # int() cut 1.5 to 1 class
+        with pytest.raises(ValueError, match=r"num_classes must be an integer >= 1"):
+            evaluate_detections([_det([BOX_A], [1], [0])], gts, bad)
+    assert evaluate_detections([_det([BOX_A], [1], [0])], gts, 1.0)["map"] == pytest.approx(1.0)
 
 
 def test_pixel_boxes_are_refused_not_scored_zero():
