@@ -100,6 +100,12 @@ class SSDDetector(keras.Model):
         # Checked before the model is built, and before int() would cut 2.7 detections to 2.
         if not (is_whole(max_detections) and max_detections >= 1):
             raise ValueError(f"SSDDetector: max_detections must be an integer >= 1, got {max_detections!r}")
+        # The decoder's ranges, checked now rather than at the first `predict`.
+        for arg, value, ok, expected in (
+                ("score_threshold", score_threshold, lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+                ("iou_threshold", iou_threshold, lambda v: 0.0 <= v <= 1.0, "in [0, 1]")):
+            if not (isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and ok(value)):
+                raise ValueError(f"SSDDetector: {arg} must be a number {expected}, got {value!r}")
         if isinstance(backbone, dict):  # a serialised keras.Model body (from_config)
             backbone = keras.saving.deserialize_keras_object(backbone)
         anchors = AnchorConfig.coerce(anchors)

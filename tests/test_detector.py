@@ -121,6 +121,11 @@ def test_bad_settings_fail_at_construction():
     for whole in (7.0, np.int32(7)):
         settings = SSDDetector(["a"], backbone="tiny", image_size=64, max_detections=whole).decoder_settings
         assert settings["max_detections"] == 7 and type(settings["max_detections"]) is int
+    # The decoder's thresholds fail here, not at the first predict.
+    for arg, bad, expected in (("score_threshold", 1.0, r"in \[0, 1\)"), ("score_threshold", True, r"in \[0, 1\)"),
+                               ("iou_threshold", -0.1, r"in \[0, 1\]"), ("iou_threshold", float("nan"), r"in \[0, 1\]")):
+        with pytest.raises(ValueError, match=rf"SSDDetector: {arg} must be a number {expected}, got"):
+            SSDDetector(["a"], backbone="tiny", image_size=64, **{arg: bad})
     d = SSDDetector(["a"], backbone="tiny", image_size=64)
     d.compile()
     x, y = _batch(2)

@@ -124,3 +124,18 @@ def test_check_image_file_names_an_image_too_large_to_decode(tmp_path):
     bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
                      + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
     assert check_image_file(str(bomb)).startswith("too large to decode safely (Image size (400000000 pixels)")
+
+
+def test_path_like_paths_and_in_memory_images_as_load_image_reads_them():
+    import pathlib
+
+    r = Record("a", pathlib.Path(JPEGS) / "img_a.jpg", [[0.1, 0.1, 0.5, 0.5]], [0], [False], 64, 48)
+    assert r.path == os.path.join(JPEGS, "img_a.jpg") and isinstance(r.path, str)
+    assert r.load_image().shape == (48, 64, 3)
+    grey = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    rgb = Record("g", None, [[0.1, 0.1, 0.5, 0.5]], [0], [False], 4, 3, image=grey).load_image()
+    assert rgb.shape == (3, 4, 3) and rgb.dtype == np.uint8 and (rgb == grey[..., None]).all()
+    rgba = np.zeros((3, 4, 4), np.uint8)
+    assert Record("a", None, np.zeros((0, 4)), [], [], 4, 3, image=rgba).load_image().shape == (3, 4, 3)
+    with pytest.raises(ValueError, match=r"record 'f'.*floats in \[0, 1\]\? multiply by 255"):
+        Record("f", None, np.zeros((0, 4)), [], [], 4, 3, image=np.full((3, 4, 3), 0.5)).load_image()

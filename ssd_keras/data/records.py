@@ -64,6 +64,8 @@ class Record:
     _from_reader: bool = dataclasses.field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self):
+        if self.path is not None:  # a pathlib.Path failed later, in make_dataset's path.encode()
+            self.path = os.fsdecode(self.path)
         self.boxes = np.asarray(self.boxes, np.float32).reshape(-1, 4)
         self.classes = np.asarray(self.classes, np.int32).reshape(-1)
         self.difficult = np.asarray(self.difficult, bool).reshape(-1)
@@ -83,9 +85,13 @@ class Record:
         return self.boxes * np.array([self.height, self.width] * 2, np.float32)
 
     def load_image(self) -> np.ndarray:
-        """uint8 `[H, W, 3]` pixels (decodes the file / bytes with PIL)."""
+        """uint8 `[H, W, 3]` pixels (decodes the file / bytes with PIL; an in-memory array is
+        read as `make_dataset` reads it: grayscale repeated, alpha dropped, other dtypes checked)."""
         if isinstance(self.image, np.ndarray):
-            return self.image
+            from ssd_keras.data.pipeline import _as_rgb, _as_uint8, _rgb_shape
+
+            _rgb_shape(self.image.shape, self)
+            return _as_rgb(_as_uint8(self.image, self))
         from PIL import Image
         import io
 
