@@ -120,6 +120,13 @@ def _as_rgb(image):
     return image[..., :3] if image.shape[-1] == 4 else image
 
 
+def in_memory_rgb(image, record):
+    """A `Record`'s in-memory array as the uint8 `[H, W, 3]` the pipeline reads (`_rgb_shape`,
+    `_as_uint8`, `_as_rgb`); a ValueError naming the record for a shape or values it refuses."""
+    _rgb_shape(image.shape, record)
+    return _as_rgb(_as_uint8(image, record))
+
+
 def make_dataset(records, image_size, batch_size, max_boxes=None, augment=None, shuffle=False,
                  seed=None, resize="squash", repeat=False, drop_remainder=False, min_box_size=1e-3,
                  num_parallel_calls=AUTOTUNE, prefetch=AUTOTUNE) -> tf.data.Dataset:
@@ -304,7 +311,7 @@ def _record_items(records, max_boxes):
         # that would be a second copy of every image.
         shape = _rgb_shape(arrays[0].shape, records[0])
         # References to the records' arrays, not a copy (uint8 ones, i.e. all of `shapes`).
-        arrays = [a if a.dtype == np.uint8 else _as_uint8(a, r) for a, r in zip(arrays, records)]
+        arrays = [_as_uint8(a, r) for a, r in zip(arrays, records)]  # uint8 ones as they are
         source = np.arange(n)
 
         def take(idx):  # a chunk of images, stacked: memory O(chunk)
@@ -334,7 +341,7 @@ def _record_items(records, max_boxes):
                     raise ValueError(f"make_dataset: record {r.image_id!r}{where}: its image bytes are {problem}")
                 return r.image, False
             if isinstance(r.image, np.ndarray):  # mixed sizes: encode once here
-                return tf.io.encode_png(_as_rgb(_as_uint8(r.image, r))).numpy(), False
+                return tf.io.encode_png(in_memory_rgb(r.image, r)).numpy(), False
             # A missing or unreadable file failed inside TensorFlow, mid-epoch, naming no record.
             # The readers check their files when they read them, so theirs are only looked for
             # (a stat, ~3 µs); a record made by hand has its header read (~0.1 ms; a decode would

@@ -88,10 +88,9 @@ class Record:
         """uint8 `[H, W, 3]` pixels (decodes the file / bytes with PIL; an in-memory array is
         read as `make_dataset` reads it: grayscale repeated, alpha dropped, other dtypes checked)."""
         if isinstance(self.image, np.ndarray):
-            from ssd_keras.data.pipeline import _as_rgb, _as_uint8, _rgb_shape
+            from ssd_keras.data.pipeline import in_memory_rgb
 
-            _rgb_shape(self.image.shape, self)
-            return _as_rgb(_as_uint8(self.image, self))
+            return in_memory_rgb(self.image, self)
         from PIL import Image
         import io
 
